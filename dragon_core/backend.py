@@ -1,0 +1,133 @@
+"""The backend contract: how the core talks to a denoiser, and the hooks it gets.
+
+A backend predicts epsilon in DDPM terms for ``(z_t, t, conditioning)`` and
+exposes the training schedule (``alphas_cumprod``). While it runs the UNet it
+calls the core's :class:`UNetHooks`:
+
+* ``self_attention(call, n)`` at every self-attention (attn1) of a transformer
+  block, with ``n`` the block's normalised input (``norm1(x)``, shape (B, N, C)).
+  The hook may return ``(k_in, v_in)``: the token sequences that the layer's
+  key and value projections read instead of ``n`` (e.g. ``n`` concatenated with
+  a remembered reference). SD attention has no k/v bias, so appending tokens
+  before the projection equals appending projected keys/values.
+* ``decoder_feature(call, h)`` with ``h`` the output of decoder level
+  ``call.level`` (diffusers ``up_blocks[level]``; ComfyUI: ``h`` entering the
+  first output block of the next level). With ``grad=True`` ``h`` carries
+  autograd back to ``z_t``. A hook may raise :class:`StopForward` once it has all
+  the features it needs; the backend then skips the rest of the UNet and
+  returns ``None`` instead of eps.
+
+Every call names its layer, the step index and the branch explicitly
+(:class:`AttnCall`, :class:`FeatureCall`); nothing is keyed by counting calls.
+Layer keys follow ComfyUI's naming so records made by one backend mean the same
+thing in another: ``LayerKey("output", block_id, transformer_index)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+BRANCHES = ("cond", "uncond")
+
+
+@dataclass(frozen=True, order=True)
+class LayerKey:
+    """A transformer block's self-attention: kind ("input", "middle", "output"),
+    ComfyUI block id, and transformer index inside that block."""
+
+    kind: str
+    block: int
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}.{self.block}.{self.index}"
+
+
+@dataclass(frozen=True)
+class AttnCall:
+    """Where a self-attention hook is called: layer, sampling step index, branch."""
+
+    layer: LayerKey
+    step: int
+    branch: str
+
+
+@dataclass(frozen=True)
+class FeatureCall:
+    """Where a decoder-feature hook is called: decoder level, step index, branch."""
+
+    level: int
+    step: int
+    branch: str
+
+
+class StopForward(Exception):
+    """Raised by a feature hook to end a forward pass early (gradient-only passes)."""
+
+
+class UNetHooks:
+    """Hooks the backend calls during a forward pass. The base class does nothing."""
+
+    def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
+        return None
+
+
+class HookList(UNetHooks):
+    """Several hooks in order: every feature hook sees every feature; for
+    self-attention the first hook that returns K/V inputs wins."""
+
+    def __init__(self, *hooks: UNetHooks | None) -> None:
+        self.hooks = [h for h in hooks if h is not None]
+
+    def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        for h in self.hooks:
+            r = h.self_attention(call, n)
+            if r is not None:
+                return r
+        return None
+
+    def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
+        for hook in self.hooks:
+            hook.decoder_feature(call, h)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the core needs from a denoiser runtime."""
+
+    alphas_cumprod: torch.Tensor  # (T,) float64, the training schedule
+    device: torch.device
+    dtype: torch.dtype
+
+    def predict_eps(
+        self,
+        z_t: torch.Tensor,
+        t: int,
+        cond: Any,
+        *,
+        step: int,
+        branch: str = "cond",
+        hooks: UNetHooks | None = None,
+        grad: bool = False,
+    ) -> torch.Tensor | None:
+        """eps for latents ``z_t`` (B, C, H, W) at DDPM timestep ``t`` under ``cond``.
+
+        ``step`` and ``branch`` are passed to the hooks. With ``grad=False`` the pass
+        runs without autograd; with ``grad=True`` gradients flow to ``z_t`` and to
+        the features the hooks see. Returns ``None`` if a hook raised StopForward.
+        """
+        ...
+
+    def decoder_self_attention_layers(self) -> list[LayerKey]:
+        """Every decoder ("output") self-attention layer, in forward order."""
+        ...
+
+    def decoder_levels(self) -> int:
+        """Number of decoder levels whose outputs ``decoder_feature`` reports."""
+        ...
