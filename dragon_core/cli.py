@@ -1,0 +1,314 @@
+"""Command line: ``python -m dragon_core <command>``.
+
+Commands:
+  demo     the main job on the embedded default model (writes PNGs, prints where)
+  scene    render a shapes-world scene, its masks, and an edit's ground truth
+  sample   sample images from the model for a prompt
+  invert   DDIM-invert an image and reconstruct it (reports PSNR)
+  train    train the shapes model (slow; never in CI)
+  export   write a training run's EMA weights as a model folder
+  model-report  measure a model: sample rates, reconstruction PSNR
+
+Every command that runs the model takes ``--model DIR`` (default: the bundled
+shapes model), ``--steps``, and ``--threads`` (torch CPU threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import shapes_world as sw
+from .images import array_to_tensor, grid, load_png, save_png, tensor_to_array
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder (default: the bundled shapes model)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--spacing", choices=("leading", "comfy_uniform"), default=None,
+                   help="DDIM timestep spacing (default: the model's; shapes model: comfy_uniform)")
+
+
+def _load(args: argparse.Namespace):
+    from .diffusers_backend import load_shapes_backend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load_shapes_backend(args.model, device=args.device)
+
+
+def _sampling(args: argparse.Namespace) -> tuple[float, str]:
+    """(cfg, spacing): the command line's if given, else the model's defaults."""
+    from .shapes_model import ASSET_DIR, SAMPLING, load_config
+
+    model_dir = Path(args.model or ASSET_DIR)
+    raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    defaults = {**SAMPLING, **raw.get("sampling", {})}
+    cfg = getattr(args, "cfg", None)
+    spacing = getattr(args, "spacing", None)
+    return (float(defaults["cfg"]) if cfg is None else cfg, defaults["spacing"] if spacing is None else spacing)
+
+
+# -- scene ----------------------------------------------------------------------------
+
+
+def cmd_scene(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if args.edit:
+        case = sw.random_edit_case(args.seed, args.edit, args.size, args.object, args.dx, args.dy, args.scale)
+        scene = case.scene
+    else:
+        scene = sw.random_scene(args.seed, args.size)
+    up = args.upscale
+    written.append(save_png(scene.render(), out / "image.png", up))
+    for i, m in enumerate(scene.masks()):
+        written.append(save_png(m.astype(np.float32)[..., None].repeat(3, 2), out / f"mask_{i}.png", up))
+    info: dict[str, Any] = {"seed": args.seed, "scene": scene.to_dict()}
+    if args.edit:
+        mask3 = lambda m: m.astype(np.float32)[..., None].repeat(3, 2)  # noqa: E731
+        info["edit"] = case.params()
+        info["target"] = case.target.to_dict()
+        written.append(save_png(case.target.render(), out / "target.png", up))
+        if case.kind != "paste":
+            written.append(save_png(mask3(scene.masks()[case.index]), out / "source_mask.png", up))
+        written.append(save_png(mask3(case.target.masks()[case.index]), out / "target_mask.png", up))
+        if case.reference is not None:
+            info["reference"] = case.reference.to_dict()
+            written.append(save_png(case.reference.render(), out / "reference.png", up))
+            written.append(save_png(mask3(case.reference.masks()[case.ref_index]), out / "reference_mask.png", up))
+    (out / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
+    written.append(out / "scene.json")
+    print(f"prompt: {scene.prompt()}")
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+# -- sample ----------------------------------------------------------------------------
+
+
+def generate(backend, encoder, prompt: str, n: int, seed: int, steps: int, cfg: float,
+             spacing: str = "comfy_uniform") -> torch.Tensor:
+    """``n`` samples (n, 3, H, W) in [-1, 1] for ``prompt``, seeded."""
+    from . import ddim
+
+    size = int(backend.unet.config.sample_size)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn((n, 3, size, size), generator=g)
+    cond, uncond = encoder.encode(prompt), encoder.encode("")
+    return ddim.sample(backend, z, cond, uncond, steps=steps, cfg=cfg, spacing=spacing)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    backend, enc = _load(args)
+    cfg, spacing = _sampling(args)
+    t0 = time.time()
+    x = generate(backend, enc, args.prompt, args.n, args.seed, args.steps, cfg, spacing)
+    imgs = [tensor_to_array(x[i : i + 1]) for i in range(x.shape[0])]
+    path = save_png(grid(imgs, min(args.n, 8)), args.out, args.upscale)
+    print(f"prompt {args.prompt!r}, {args.n} sample(s), {args.steps} steps, cfg {cfg}, {spacing} spacing: "
+          f"{time.time() - t0:.1f}s")
+    print(f"wrote {path}")
+    return 0
+
+
+# -- invert ----------------------------------------------------------------------------
+
+
+def invert_image(backend, encoder, img: np.ndarray, prompt: str, steps: int, spacing: str = "comfy_uniform"):
+    """Invert (H, W, 3) ``img`` and reconstruct it (no CFG); returns (trajectory, reconstruction tensor)."""
+    from . import ddim
+
+    size = int(backend.unet.config.sample_size)
+    if img.shape[:2] != (size, size):
+        raise ValueError(f"image is {img.shape[1]}x{img.shape[0]} pixels; this model works at {size}x{size}")
+    cond = encoder.encode(prompt)
+    traj = ddim.invert(backend, array_to_tensor(img), cond, steps=steps, spacing=spacing)
+    recon = ddim.sample(backend, traj.z_T, cond, None, steps=steps, cfg=1.0, spacing=spacing)
+    return traj, recon
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from .ddim import psnr
+
+    backend, enc = _load(args)
+    img = load_png(args.image)
+    t0 = time.time()
+    traj, recon = invert_image(backend, enc, img, args.prompt, args.steps, _sampling(args)[1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec = tensor_to_array(recon)
+    value = psnr(torch.from_numpy(rec), torch.from_numpy(img))
+    paths = [
+        save_png(img, out / "input.png", args.upscale),
+        save_png(rec, out / "reconstruction.png", args.upscale),
+        save_png((traj.z_T[0].permute(1, 2, 0).numpy() / 4 + 0.5).clip(0, 1), out / "inverted_noise.png", args.upscale),
+    ]
+    save_file({"latents": traj.latents.contiguous(), "timesteps": traj.timesteps}, str(out / "trajectory.safetensors"))
+    paths.append(out / "trajectory.safetensors")
+    print(f"inverted {args.image} with prompt {args.prompt!r} in {args.steps} steps ({time.time() - t0:.1f}s)")
+    print(f"reconstruction PSNR: {value:.2f} dB")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Render a scene, sample its prompt, invert and reconstruct it: the main job today."""
+    from .ddim import psnr
+
+    backend, enc = _load(args)
+    out = Path(args.out)
+    t0 = time.time()
+    scene = sw.random_scene(args.seed, int(backend.unet.config.sample_size))
+    img = scene.render()
+    prompt = scene.prompt()
+    cfg, spacing = _sampling(args)
+    samples = generate(backend, enc, prompt, 8, args.seed, args.steps, cfg, spacing)
+    _, recon = invert_image(backend, enc, img, prompt, args.steps, spacing)
+    rec = tensor_to_array(recon)
+    value = psnr(torch.from_numpy(rec), torch.from_numpy(img))
+    paths = [
+        save_png(img, out / "scene.png", 8),
+        save_png(grid([tensor_to_array(samples[i : i + 1]) for i in range(8)], 8), out / "samples.png", 8),
+        save_png(rec, out / "reconstruction.png", 8),
+    ]
+    print(f"scene prompt: {prompt!r}")
+    print(f"DDIM inversion + reconstruction ({args.steps} steps): PSNR {value:.2f} dB")
+    print(f"done in {time.time() - t0:.1f}s")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+# -- model report ------------------------------------------------------------------------------
+
+
+def cmd_model_report(args: argparse.Namespace) -> int:
+    from .model_report import report
+
+    backend, enc = _load(args)
+    cfg, spacing = _sampling(args)
+    r = report(backend, enc, args.out, args.samples, args.reconstructions, args.steps, cfg, spacing)
+    s, p = r["samples"], r["reconstruction_psnr_db"]
+    print(f"{s['n']} samples ({args.steps} steps, cfg {cfg}, {spacing}): object {s['object_rate']:.0%}, "
+          f"background not noise {s['not_noise_rate']:.0%}, clean {s['clean_background_rate']:.0%}, "
+          f"recognisable {s['recognisable_rate']:.0%}, prompt colours {s['prompt_colour_rate']:.0%}, "
+          f"median roughness {s['median_roughness']:.3f} (real scenes {r['real_scenes']['median_roughness']:.3f})")
+    print(f"reconstruction PSNR over {p['n']} held-out scenes: mean {p['mean']:.2f} dB, min {p['min']:.2f}, "
+          f"max {p['max']:.2f} ({r['seconds']}s)")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'samples.png'} and {Path(args.out) / 'model_report.json'}")
+    return 0
+
+
+# -- train / export ---------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train_shapes import train
+
+    train(args.out, steps=args.steps, batch=args.batch, seed=args.seed, threads=args.threads, device=args.device,
+          max_minutes=args.max_minutes, workers=args.workers, stop_at=args.stop_at)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .train_shapes import export
+
+    info = export(args.run, args.out)
+    print(f"exported step {info['training']['steps']} of {args.run} to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dragon_core", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="main job on the bundled model: scene, samples, inversion (writes PNGs)")
+    _model_args(d)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("scene", help="render a scene, its masks and (with --edit) the edit's ground truth")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    s.add_argument("--edit", choices=sw.EDIT_KINDS, default=None)
+    s.add_argument("--object", type=int, default=None, help="index of the edited object (default: random)")
+    s.add_argument("--dx", type=float, default=None, help="move/paste offset x in pixels (default: random)")
+    s.add_argument("--dy", type=float, default=None, help="move/paste offset y in pixels (default: random)")
+    s.add_argument("--scale", type=float, default=None, help="resize/paste scale (default: random / 1)")
+    s.add_argument("--upscale", type=int, default=1, help="write PNGs enlarged by this factor (nearest)")
+    s.set_defaults(func=cmd_scene)
+
+    sm = sub.add_parser("sample", help="sample images for a prompt")
+    _model_args(sm)
+    sm.add_argument("--prompt", required=True, help='e.g. "gradient, red disc, blue square" ("" = unconditional)')
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--n", type=int, default=1, help="number of samples (written as one grid)")
+    sm.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
+    sm.add_argument("--out", required=True, help="output PNG")
+    sm.add_argument("--upscale", type=int, default=1)
+    sm.set_defaults(func=cmd_sample)
+
+    iv = sub.add_parser("invert", help="DDIM-invert an image and reconstruct it")
+    _model_args(iv)
+    iv.add_argument("--image", required=True)
+    iv.add_argument("--prompt", default="", help="source prompt (default: unconditional)")
+    iv.add_argument("--out", required=True, help="output folder")
+    iv.add_argument("--upscale", type=int, default=1)
+    iv.set_defaults(func=cmd_invert)
+
+    mr = sub.add_parser("model-report", help="measure the model: sample rates and reconstruction PSNR")
+    _model_args(mr)
+    mr.add_argument("--samples", type=int, default=64, help="number of samples to score (default 64)")
+    mr.add_argument("--reconstructions", type=int, default=20, help="held-out scenes to invert (default 20)")
+    mr.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
+    mr.add_argument("--out", default=None, help="folder for samples.png and model_report.json")
+    mr.set_defaults(func=cmd_model_report)
+
+    tr = sub.add_parser("train", help="train the shapes model (resumes from OUT/checkpoint)")
+    tr.add_argument("--out", default="runs/shapes32")
+    tr.add_argument("--steps", type=int, default=6000)
+    tr.add_argument("--batch", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--workers", type=int, default=0, help="processes rendering batches ahead (0: inline)")
+    tr.add_argument("--stop-at", type=int, default=None, help="stop (checkpointed) after this step; resume later")
+    tr.add_argument("--max-minutes", type=float, default=None, help="stop (checkpointed) after this long")
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="write a run's EMA weights as a model folder (fp16 safetensors)")
+    ex.add_argument("--run", default="runs/shapes32")
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,96 @@
+"""The command line, run in-process."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dragon_core import shapes_world as sw
+from dragon_core.cli import main
+from dragon_core.images import load_mask, load_png, save_png
+
+pytest.importorskip("diffusers")
+
+
+@pytest.mark.parametrize("edit", [None, *sw.EDIT_KINDS])
+def test_scene_writes_images_masks_json_and_ground_truth(tmp_path, capsys, edit):
+    args = ["scene", "--seed", "5", "--out", str(tmp_path)] + (["--edit", edit] if edit else [])
+    assert main(args) == 0
+    info = json.loads((tmp_path / "scene.json").read_text())
+    scene = sw.Scene.from_dict(info["scene"])
+    assert np.abs(load_png(tmp_path / "image.png") - scene.render()).max() <= 0.5 / 255 + 1e-6
+    for i, m in enumerate(scene.masks()):
+        assert np.array_equal(load_mask(tmp_path / f"mask_{i}.png"), m)
+    if edit is None:
+        assert not (tmp_path / "target.png").exists()
+        return
+    target = sw.Scene.from_dict(info["target"])
+    assert info["edit"]["kind"] == edit
+    assert np.abs(load_png(tmp_path / "target.png") - target.render()).max() <= 0.5 / 255 + 1e-6
+    assert np.array_equal(load_mask(tmp_path / "target_mask.png"), target.masks()[info["edit"]["object"]])
+    assert (tmp_path / "reference.png").exists() == (edit in ("appearance", "paste"))
+    assert (tmp_path / "source_mask.png").exists() == (edit != "paste")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_scene_with_explicit_move(tmp_path):
+    assert main(["scene", "--seed", "1", "--out", str(tmp_path), "--edit", "move", "--object", "0",
+                 "--dx", "2", "--dy", "-1"]) == 0
+    info = json.loads((tmp_path / "scene.json").read_text())
+    assert info["edit"]["dx"] == 2 and info["edit"]["dy"] == -1
+    src = load_mask(tmp_path / "mask_0.png")
+    tgt = load_mask(tmp_path / "target_mask.png")
+    assert src.sum() > 0 and tgt.sum() > 0
+
+
+def test_sample_writes_a_grid(tmp_path, capsys):
+    out = tmp_path / "s.png"
+    assert main(["sample", "--prompt", "flat, red disc", "--n", "2", "--steps", "5", "--out", str(out)]) == 0
+    assert load_png(out).shape == (32, 65, 3)
+    assert "cfg 3.0, comfy_uniform" in capsys.readouterr().out
+
+
+def test_invert_reports_psnr_and_writes_trajectory(tmp_path, capsys):
+    scene = sw.random_scene(7)
+    save_png(scene.render(), tmp_path / "in.png")
+    assert main(["invert", "--image", str(tmp_path / "in.png"), "--prompt", scene.prompt(), "--steps", "20",
+                 "--out", str(tmp_path / "inv")]) == 0
+    out = capsys.readouterr().out
+    psnr = float(out.split("PSNR: ")[1].split(" dB")[0])
+    assert psnr > 28
+    from safetensors.torch import load_file
+
+    t = load_file(str(tmp_path / "inv" / "trajectory.safetensors"))
+    assert t["latents"].shape == (21, 1, 3, 32, 32)
+
+
+def test_demo_writes_images(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    for name in ("scene.png", "samples.png", "reconstruction.png"):
+        assert (tmp_path / name).is_file() and str(tmp_path / name) in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sample", "--prompt", "red banana", "--out", "x.png", "--steps", "2"], "unknown word 'banana'"),
+    (["invert", "--image", "/nonexistent.png", "--out", "x"], "image file not found"),
+    (["sample", "--prompt", "flat", "--out", "x.png", "--steps", "0"], "steps must be an integer"),
+    (["sample", "--prompt", "flat", "--out", "x.png", "--model", "/nonexistent"], "no config.json"),
+])
+def test_bad_input_gives_a_clear_error(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_invert_refuses_a_wrong_size_image(tmp_path, capsys):
+    save_png(np.zeros((40, 40, 3), np.float32), tmp_path / "big.png")
+    assert main(["invert", "--image", str(tmp_path / "big.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "40x40 pixels; this model works at 32x32" in capsys.readouterr().err
+
+
+def test_diffusers_unet_folder_as_model(tmp_path, random_unet):
+    random_unet.save_pretrained(tmp_path / "unet")
+    assert main(["sample", "--prompt", "flat", "--steps", "2", "--model", str(tmp_path / "unet"),
+                 "--out", str(tmp_path / "r.png")]) == 0
+    assert load_png(tmp_path / "r.png").shape == (32, 32, 3)
