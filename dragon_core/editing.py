@@ -1,0 +1,512 @@
+"""Edits as plain data, their plans, and the guided DDIM sampler that runs them.
+
+An edit (:class:`Move`, :class:`Drag`, :class:`Points`, :class:`Appearance`,
+:class:`Paste`) holds masks in image pixels, points, offsets and scales, plus
+any second memory it needs; it is validated on construction. :func:`plan_edit`
+turns an edit and the base image's :class:`FeatureMemory` into everything the
+sampler needs: the start latent, the cross-branch attention, the energy, and
+the masks that route the energy gradients. :func:`run_edit` samples.
+
+Guided step ``s`` (DragonDiffusion, with the reference method's schedule):
+the conditional pass runs with autograd and the feature hooks, so the
+conditional eps and the current features come from the same forward pass; the
+reference features come from the memory. The edit energy's gradient acts
+inside the edit region, the content energy's outside, and the guidance enters
+the x0 estimate only (the DDIM direction keeps the unguided eps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import energies as en
+from .attention import CrossBranchAttention
+from .backend import Backend, FeatureCall, HookList, UNetHooks
+from .ddim import ddim_inversion_step, ddim_x0
+from .memory import FeatureMemory
+from .regions import (
+    MASK_THRESHOLD,
+    RegionError,
+    Transform,
+    check_mask,
+    check_points,
+    moved_mask,
+    point_patch,
+    to_grid,
+    transform_about_mask,
+    warp,
+)
+from .schedule import alpha_pairs
+
+EDIT_KINDS = ("move", "drag", "points", "appearance", "paste")
+
+
+# -- edits --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move (dx, dy image pixels) and/or resize (``scale`` about the mask's centroid)
+    the object under ``mask`` ((H, W) in [0, 1]). ``inpaint_region`` optionally
+    names the surroundings the vacated area should look like."""
+
+    mask: torch.Tensor
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+    inpaint_region: torch.Tensor | None = None
+    kind: str = field(default="move", init=False)
+
+    def __post_init__(self) -> None:
+        check_mask(self.mask, "mask")
+        for name in ("dx", "dy", "scale"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not 0.1 <= self.scale <= 10:
+            raise ValueError(f"scale must be in 0.1..10, got {self.scale!r}")
+        if self.dx == 0 and self.dy == 0 and self.scale == 1:
+            raise ValueError("move: dx, dy and scale describe no change (dx = dy = 0, scale = 1)")
+        if self.inpaint_region is not None:
+            check_mask(self.inpaint_region, "inpaint_region")
+        self.transform()  # raises RegionError if the object leaves the image
+
+    def transform(self) -> Transform:
+        t = transform_about_mask(self.mask.float(), self.dx, self.dy, self.scale)
+        moved_mask(self.mask.float(), t, "mask")
+        return t
+
+
+@dataclass(frozen=True)
+class Drag:
+    """Drag content from ``handles`` to ``targets`` ((P, 2) x, y image pixels). Only
+    the region under ``mask`` may change (None: the whole image may)."""
+
+    handles: torch.Tensor
+    targets: torch.Tensor
+    image_size: tuple[int, int]  # (H, W)
+    mask: torch.Tensor | None = None
+    kind: str = field(default="drag", init=False)
+
+    def __post_init__(self) -> None:
+        h = check_points(self.handles, self.image_size, "handles")
+        t = check_points(self.targets, self.image_size, "targets")
+        if h.shape != t.shape:
+            raise RegionError(f"handles and targets must pair up: {h.shape[0]} handles, {t.shape[0]} targets")
+        if self.mask is not None:
+            check_mask(self.mask, "mask")
+            if tuple(self.mask.shape) != tuple(self.image_size):
+                raise RegionError(f"mask is {self.mask.shape[1]}x{self.mask.shape[0]}, image is "
+                                  f"{self.image_size[1]}x{self.image_size[0]}")
+
+
+@dataclass(frozen=True)
+class Points(Drag):
+    """Point-set (landmark) dragging: many pairs, no mask; guidance over the whole image."""
+
+    kind: str = field(default="points", init=False)
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """Give the object under ``mask`` the appearance of the object under
+    ``reference_mask`` in the image whose memory is ``reference``."""
+
+    mask: torch.Tensor
+    reference: FeatureMemory
+    reference_mask: torch.Tensor
+    kind: str = field(default="appearance", init=False)
+
+    def __post_init__(self) -> None:
+        check_mask(self.mask, "mask")
+        check_mask(self.reference_mask, "reference_mask")
+
+
+@dataclass(frozen=True)
+class Paste:
+    """Paste the object under ``mask`` of the image whose memory is ``source`` into the
+    base image, moved by (dx, dy) and scaled by ``scale`` about its centroid."""
+
+    source: FeatureMemory
+    mask: torch.Tensor
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+    kind: str = field(default="paste", init=False)
+
+    def __post_init__(self) -> None:
+        check_mask(self.mask, "mask")
+        if not 0.1 <= self.scale <= 10:
+            raise ValueError(f"scale must be in 0.1..10, got {self.scale!r}")
+        self.transform()
+
+    def transform(self) -> Transform:
+        t = transform_about_mask(self.mask.float(), self.dx, self.dy, self.scale)
+        moved_mask(self.mask.float(), t, "mask")
+        return t
+
+
+Edit = Move | Drag | Points | Appearance | Paste
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """How an edit is sampled. ``energy_scale`` multiplies the energy gradients
+    (the reference method's slider x 1e3 x 0.08 for move, x 0.04 otherwise)."""
+
+    cfg: float = 4.0
+    energy_scale: float = 40.0
+    w_edit: float = 4.0
+    w_content: float = 6.0
+    w_contrast: float = 0.2
+    w_inpaint: float = 0.8
+    guide_until: float = 0.6  # guided steps: s < guide_until * N ...
+    guide_every_until: float = 0.2  # ... every step before this fraction, even steps after
+    attention: bool = True
+    attention_mode: str | None = None  # None: the edit's default (move: replace, drag/points: concat, ...)
+    attention_start: int = 5
+    attention_end: int | None = None
+    flexibility: float = 0.0  # regional SDE eta inside the edit region (DiffEditor), middle steps
+    flexibility_window: tuple[float, float] = (0.2, 0.4)  # fraction of steps: 10 < s < 20 of 50
+    time_travel: int = 1  # passes per step in the window (3 in DiffEditor)
+    time_travel_window: tuple[float, float] = (0.4, 0.6)  # even steps 20 < s < 30 of 50
+    feature_scale: float = 1.0  # energy grid = latent size x this (SD: 2)
+    copy_start: bool = True  # start latent: copy the inverted object region to its destination
+    seed: int = 0
+
+    def guided(self, s: int, n: int) -> bool:
+        return self.energy_scale != 0 and s < round(self.guide_until * n) and (
+            s < round(self.guide_every_until * n) or s % 2 == 0)
+
+    def flexible(self, s: int, n: int) -> bool:
+        lo, hi = self.flexibility_window
+        return self.flexibility > 0 and lo * n < s < hi * n
+
+    def repeats(self, s: int, n: int) -> int:
+        lo, hi = self.time_travel_window
+        return self.time_travel if (self.time_travel > 1 and self.energy_scale != 0 and lo * n < s < hi * n
+                                    and s % 2 == 0) else 1
+
+
+# Starting points from the official DragonDiffusion demo for Stable Diffusion 1.5
+# (energy slider x 1e3 x 0.08 (move) or 0.04 (others); CFG per edit; flexibility 0.4).
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "move": dict(cfg=4.0, energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8),
+    "drag": dict(cfg=4.0, energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.2),
+    "points": dict(cfg=4.0, energy_scale=120.0, w_edit=12.0, w_content=0.0, w_contrast=0.0),
+    "appearance": dict(cfg=5.0, energy_scale=80.0, w_edit=3.5, w_content=5.0),
+    "paste": dict(cfg=4.0, energy_scale=60.0, w_edit=4.0, w_content=6.0),
+}
+DEFAULT_ATTENTION = {"move": "replace", "drag": "concat", "points": "concat", "appearance": "masked",
+                     "paste": "masked"}
+
+
+def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = None, **kw: Any) -> EditSettings:
+    """Settings for an edit kind: the paper's, then a model's calibrated ``overrides``, then ``kw``."""
+    if kind not in EDIT_KINDS:
+        raise ValueError(f"edit kind must be one of {EDIT_KINDS}, got {kind!r}")
+    values: dict[str, Any] = dict(PAPER_DEFAULTS[kind])
+    if kind in ("appearance", "paste"):
+        values.update(attention_start=0, attention_end=35)
+    values.update((overrides or {}).get(kind, {}))
+    values.update({k: v for k, v in kw.items() if v is not None})
+    if isinstance(values.get("flexibility_window"), list):
+        values["flexibility_window"] = tuple(values["flexibility_window"])
+    if isinstance(values.get("time_travel_window"), list):
+        values["time_travel_window"] = tuple(values["time_travel_window"])
+    return EditSettings(**values)
+
+
+# -- plan ----------------------------------------------------------------------------------------------
+
+
+def grid_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bool (h, w): cells at least half covered by ``mask``; any-coverage if that is empty."""
+    g = to_grid(mask.float(), h, w)
+    m = g >= MASK_THRESHOLD
+    return m if m.any() else g > 0
+
+
+@dataclass
+class Plan:
+    """What the sampler needs for one edit."""
+
+    kind: str
+    start_latent: torch.Tensor
+    attention: UNetHooks | None
+    grad_mask: torch.Tensor  # (1, 1, h, w) latent grid: where the edit gradient applies
+    sde_mask: torch.Tensor  # (1, 1, h, w): where flexibility noise goes
+    energy: Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class _Features:
+    """Reference features of a memory on the energy grid, per step (small cache)."""
+
+    def __init__(self, memory: FeatureMemory, levels: tuple[int, ...], grid: tuple[int, int]) -> None:
+        self.memory, self.levels, self.grid = memory, levels, grid
+        self._cache: dict[int, list[torch.Tensor]] = {}
+
+    def at(self, step: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+        if step not in self._cache:
+            self._cache = {step: [on_grid(self.memory.feature(step, lvl, device, torch.float32), self.grid)
+                                  for lvl in self.levels]}
+        return [f.to(dtype) for f in self._cache[step]]
+
+
+def on_grid(h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A (1, C, h, w) feature map resized (nearest) to the energy grid -> (C, gh, gw)."""
+    if h.ndim != 4 or h.shape[0] != 1:
+        raise ValueError(f"features must be (1, C, h, w), got {tuple(h.shape)}")
+    if tuple(h.shape[-2:]) != tuple(grid):
+        h = F.interpolate(h, size=grid, mode="nearest")
+    return h[0]
+
+
+def _check_memory(memory: FeatureMemory, name: str) -> None:
+    if memory.trajectory.z_0.shape[0] != 1:
+        raise ValueError(f"{name}: edits need a memory of one image (batch 1), got batch {memory.trajectory.z_0.shape[0]}")
+    if not memory.features:
+        raise ValueError(f"{name}: the memory holds no decoder features; invert with feature levels recorded")
+
+
+def _same_run(a: FeatureMemory, b: FeatureMemory, name: str) -> None:
+    if a.latent_shape != b.latent_shape:
+        raise ValueError(f"{name} was inverted at latent size {b.latent_shape[-2:]}, the base image at "
+                         f"{a.latent_shape[-2:]}: resize the reference to the base image's size")
+    if not torch.equal(a.trajectory.timesteps, b.trajectory.timesteps):
+        raise ValueError(f"{name} was inverted with {b.steps} steps, the base image with {a.steps}: use the same steps")
+    if a.model_id and b.model_id and a.model_id != b.model_id:
+        raise ValueError(f"{name} was inverted with another model ({b.model_id!r} vs {a.model_id!r})")
+
+
+def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan:
+    """Start latent, attention, energy and masks for ``edit`` on the image of ``memory``."""
+    _check_memory(memory, "memory")
+    z_T = memory.trajectory.z_T
+    lh, lw = z_T.shape[-2:]
+    levels = memory.policy.feature_levels
+    grid = (max(1, round(lh * settings.feature_scale)), max(1, round(lw * settings.feature_scale)))
+    gh, gw = grid
+    mode = settings.attention_mode or DEFAULT_ATTENTION[edit.kind]
+    if isinstance(edit, Drag):
+        image_size = tuple(edit.image_size)
+    elif isinstance(edit, Paste):
+        image_size = tuple(edit.mask.shape)
+    else:
+        image_size = tuple(edit.mask.shape)
+    if image_size[0] % lh or image_size[1] % lw or image_size[0] // lh != image_size[1] // lw:
+        raise RegionError(f"the mask/image is {image_size[1]}x{image_size[0]} pixels but the latent is {lw}x{lh}: "
+                          f"the image must be the one that was inverted")
+    ref = _Features(memory, levels, grid)
+    s_ = settings
+    ones = torch.ones(1, 1, lh, lw, dtype=torch.bool)
+
+    if isinstance(edit, Move):
+        t = edit.transform()
+        mask = edit.mask.float()
+        new = moved_mask(mask, t)
+        m_org, m_cur = grid_mask(mask, gh, gw), grid_mask(new, gh, gw)
+        region = None if edit.inpaint_region is None else grid_mask(edit.inpaint_region, gh, gw)
+        lat_new, lat_org = grid_mask(new, lh, lw), grid_mask(mask, lh, lw)
+        moved_z = warp(z_T, t, image_size, mode="nearest")
+        start = torch.where(lat_new[None, None], moved_z, z_T) if s_.copy_start else z_T
+
+        def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            r = ref.at(step, cur[0].device, cur[0].dtype)
+            r_moved = [warp(f, t, image_size) for f in r]
+            return en.move_energy(cur, r, r_moved, m_cur.to(cur[0].device), m_org.to(cur[0].device),
+                                  None if region is None else region.to(cur[0].device),
+                                  s_.w_edit, s_.w_content, s_.w_contrast, s_.w_inpaint)
+
+        attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end) if s_.attention else None
+        return Plan("move", start.clone(), attn, lat_new[None, None], (lat_new | lat_org)[None, None], energy,
+                    {"transform": t, "grid": grid})
+
+    if isinstance(edit, Drag):  # Drag and Points
+        hp = point_patch(edit.handles, gh, gw, image_size)
+        tp = point_patch(edit.targets, gh, gw, image_size)
+        keep = None if edit.mask is None else ~grid_mask(edit.mask, gh, gw)
+        start = z_T.clone()
+        lhp = point_patch(edit.handles, lh, lw, image_size)
+        ltp = point_patch(edit.targets, lh, lw, image_size)
+        src = z_T.clone()
+        if s_.copy_start:
+            start[..., ltp[..., 0], ltp[..., 1]] = src[..., lhp[..., 0], lhp[..., 1]]
+        region = ones if edit.mask is None else grid_mask(edit.mask, lh, lw)[None, None]
+
+        def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            r = ref.at(step, cur[0].device, cur[0].dtype)
+            return en.drag_energy(cur, r, hp.to(cur[0].device), tp.to(cur[0].device),
+                                  None if keep is None else keep.to(cur[0].device),
+                                  s_.w_edit, s_.w_content, s_.w_contrast)
+
+        attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end) if s_.attention else None
+        return Plan(edit.kind, start, attn, region, region, energy, {"grid": grid})
+
+    if isinstance(edit, Appearance):
+        _check_memory(edit.reference, "reference")
+        _same_run(memory, edit.reference, "reference")
+        m_base, m_ref = grid_mask(edit.mask, gh, gw), grid_mask(edit.reference_mask, gh, gw)
+        other = _Features(edit.reference, levels, grid)
+        lat = grid_mask(edit.mask, lh, lw)[None, None]
+
+        def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            dev, dt = cur[0].device, cur[0].dtype
+            return en.appearance_energy(cur, ref.at(step, dev, dt), other.at(step, dev, dt), m_base.to(dev),
+                                        m_ref.to(dev), s_.w_edit, s_.w_content)
+
+        attn = None
+        if s_.attention:
+            attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end, region=edit.mask.float(),
+                                        second=edit.reference, second_region=edit.reference_mask.float())
+        return Plan("appearance", z_T.clone(), attn, lat, lat, energy, {"grid": grid})
+
+    if isinstance(edit, Paste):
+        _check_memory(edit.source, "source")
+        _same_run(memory, edit.source, "source")
+        t = edit.transform()
+        dest = moved_mask(edit.mask.float(), t)
+        m_base = grid_mask(dest, gh, gw)
+        lat = grid_mask(dest, lh, lw)[None, None]
+        src = _Features(edit.source, levels, grid)
+        start = torch.where(lat, warp(edit.source.trajectory.z_T, t, image_size, mode="nearest"), z_T) \
+            if s_.copy_start else z_T
+
+        def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            dev, dt = cur[0].device, cur[0].dtype
+            moved = [warp(f, t, image_size) for f in src.at(step, dev, dt)]
+            return en.paste_energy(cur, ref.at(step, dev, dt), moved, m_base.to(dev), s_.w_edit, s_.w_content)
+
+        attn = None
+        if s_.attention:
+            attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end, region=dest,
+                                        second=edit.source, second_region=edit.mask.float())
+        return Plan("paste", start.clone(), attn, lat, lat, energy, {"transform": t, "grid": grid})
+
+    raise TypeError(f"not an edit: {type(edit).__name__}")
+
+
+# -- sampler -----------------------------------------------------------------------------------------------
+
+
+class _Capture(UNetHooks):
+    def __init__(self, levels: tuple[int, ...]) -> None:
+        self.levels = levels
+        self.h: dict[int, torch.Tensor] = {}
+
+    def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
+        if call.level in self.levels:
+            self.h[call.level] = h
+
+
+@dataclass
+class EditResult:
+    """The edited latent and what it cost."""
+
+    latent: torch.Tensor
+    stats: dict[str, Any]
+
+
+def _grad(e: torch.Tensor, z: torch.Tensor, retain: bool) -> torch.Tensor:
+    if not e.requires_grad:
+        return torch.zeros_like(z)
+    (g,) = torch.autograd.grad(e, z, retain_graph=retain, allow_unused=True)
+    return torch.zeros_like(z) if g is None else g
+
+
+def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, uncond: Any,
+             settings: EditSettings, callback: Callable[[int, torch.Tensor], None] | None = None) -> EditResult:
+    """Sample the edit: guided DDIM with CFG over the memory's timesteps."""
+    traj = memory.trajectory
+    ts = traj.timesteps.tolist()
+    n = len(ts)
+    pairs = alpha_pairs(backend.alphas_cumprod, traj.timesteps, traj.spacing)
+    levels = memory.policy.feature_levels
+    grid = plan.info["grid"]
+    dev = backend.device
+    z = plan.start_latent.to(dev, torch.float32)
+    gmask = plan.grad_mask.to(dev, torch.float32)
+    smask = plan.sde_mask.to(dev, torch.float32)
+    gen = torch.Generator().manual_seed(int(settings.seed))
+    stats = {"forward": 0, "forward_grad": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
+    t0 = time.time()
+
+    def step_once(s: int, z: torch.Tensor) -> torch.Tensor:
+        t = ts[s]
+        ab_t, ab_prev = pairs[s]
+        guidance = torch.zeros_like(z)
+        if settings.guided(s, n):
+            cap = _Capture(levels)
+            z_in = z.detach().requires_grad_(True)
+            eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=HookList(plan.attention, cap),
+                                        grad=True)
+            stats["forward_grad"] += 1
+            cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
+            e_edit, e_con = plan.energy(cur, s)
+            g_edit = _grad(e_edit, z_in, retain=True)
+            g_con = _grad(e_con, z_in, retain=False)
+            stats["backward"] += 2
+            stats["guided_steps"] += 1
+            guidance = settings.energy_scale * (g_edit * gmask + g_con * (1 - gmask))
+            eps_c = eps_c.detach()
+        else:
+            eps_c = backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=plan.attention)
+            stats["forward"] += 1
+        if uncond is not None and settings.cfg != 1.0:
+            eps_u = backend.predict_eps(z, t, uncond, step=s, branch="uncond", hooks=plan.attention)
+            stats["forward"] += 1
+            eps = eps_u + settings.cfg * (eps_c - eps_u)
+        else:
+            eps = eps_c
+        x0 = ddim_x0(z, eps + guidance, ab_t)
+        if settings.flexible(s, n) and ab_prev < 1:
+            var = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+            sigma = settings.flexibility * math.sqrt(max(var, 0.0))
+            noise = torch.randn(z.shape, generator=gen).to(dev)
+            inside = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev - sigma**2)) * eps + sigma * noise
+            outside = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps
+            return inside * smask + outside * (1 - smask)
+        return math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev)) * eps
+
+    for s in range(n):
+        reps = settings.repeats(s, n)
+        for r in range(reps):
+            z_prev = step_once(s, z)
+            if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
+                ab_t, ab_prev = pairs[s]
+                t_prev = ts[s + 1] if s + 1 < n else 0
+                e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
+                stats["forward"] += 1
+                stats["renoise"] += 1
+                z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
+        z = z_prev.detach()
+        if callback is not None:
+            callback(s, z)
+    stats["seconds"] = round(time.time() - t0, 3)
+    return EditResult(z, stats)
+
+
+def edit_image(backend: Backend, memory: FeatureMemory, edit: Edit, cond: Any, uncond: Any,
+               settings: EditSettings | None = None, callback: Callable[[int, torch.Tensor], None] | None = None
+               ) -> EditResult:
+    """Plan and run ``edit`` on the image whose inversion is ``memory``."""
+    settings = settings or default_settings(edit.kind)
+    plan = plan_edit(edit, memory, settings)
+    res = run_edit(backend, memory, plan, cond, uncond, settings, callback)
+    res.stats["kind"] = edit.kind
+    return res
+
+
+def with_overrides(settings: EditSettings, **kw: Any) -> EditSettings:
+    """A copy of ``settings`` with the given non-None fields replaced."""
+    return replace(settings, **{k: v for k, v in kw.items() if v is not None})

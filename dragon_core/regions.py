@@ -1,0 +1,173 @@
+"""Region maths for edits, as pure functions on torch tensors.
+
+Masks are float tensors (H, W) in [0, 1] (soft masks allowed) in *image*
+pixels; :func:`to_grid` brings them to a latent or feature grid. A geometric
+edit is a :class:`Transform`: scale about a centre, then shift, in image pixels.
+:func:`warp` moves a map (mask, feature, latent) by a transform on any grid,
+so the same edit applies at every resolution.
+
+Coordinates: x to the right, y down, pixel (x, y) covers [x, x+1) x [y, y+1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MASK_THRESHOLD = 0.5  # a soft mask value >= this counts as inside
+
+
+class RegionError(ValueError):
+    """An edit's region is unusable (empty, or leaves the image)."""
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Scale by ``scale`` about ``(cx, cy)``, then shift by ``(dx, dy)``; image pixels."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+    cx: float = 0.0
+    cy: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("dx", "dy", "scale", "cx", "cy"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+        if self.scale <= 0:
+            raise ValueError(f"scale must be > 0, got {self.scale!r}")
+
+    def apply(self, x: float, y: float) -> tuple[float, float]:
+        """Where the point (x, y) goes."""
+        return (self.cx + (x - self.cx) * self.scale + self.dx, self.cy + (y - self.cy) * self.scale + self.dy)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.dx == 0 and self.dy == 0 and self.scale == 1
+
+
+def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """A (H, W) float mask in [0, 1] with at least one pixel inside; raises RegionError naming ``name``."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2:
+        raise RegionError(f"{name} must be a 2-D (H, W) tensor, got {getattr(mask, 'shape', type(mask))}")
+    m = mask.detach().float()
+    if not torch.isfinite(m).all():
+        raise RegionError(f"{name} contains NaN or infinite values")
+    if m.min() < 0 or m.max() > 1:
+        raise RegionError(f"{name} values must lie in [0, 1], got [{float(m.min()):.3g}, {float(m.max()):.3g}]")
+    if not (m >= MASK_THRESHOLD).any():
+        raise RegionError(f"{name} is empty: no pixel is >= {MASK_THRESHOLD}; paint the object to edit")
+    return m
+
+
+def centroid(mask: torch.Tensor) -> tuple[float, float]:
+    """Centre of mass (x, y) of a (H, W) mask in pixel coordinates (pixel centres at +0.5)."""
+    m = mask.float()
+    total = float(m.sum())
+    if total <= 0:
+        raise RegionError("centroid of an empty mask")
+    ys = torch.arange(m.shape[0], dtype=torch.float32) + 0.5
+    xs = torch.arange(m.shape[1], dtype=torch.float32) + 0.5
+    return float((m.sum(0) * xs).sum() / total), float((m.sum(1) * ys).sum() / total)
+
+
+def bbox(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), exclusive end, of the pixels >= the threshold."""
+    ys, xs = torch.nonzero(mask >= MASK_THRESHOLD, as_tuple=True)
+    if ys.numel() == 0:
+        raise RegionError("bounding box of an empty mask")
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def to_grid(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A (H, W) image mask averaged onto an (h, w) grid (area-weighted, stays in [0, 1])."""
+    m = mask.float()[None, None]
+    if m.shape[-2:] == (h, w):
+        return m[0, 0].clone()
+    if m.shape[-2] % h == 0 and m.shape[-1] % w == 0:
+        return F.adaptive_avg_pool2d(m, (h, w))[0, 0]
+    return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)[0, 0]
+
+
+def warp(x: torch.Tensor, t: Transform, image_size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Move map ``x`` ((..., h, w) on a grid covering an image of ``image_size`` = (H, W)
+    pixels) by transform ``t``: out(p) = x(t^-1(p)); zero where nothing maps."""
+    if t.is_identity:
+        return x.clone()
+    H, W = image_size
+    h, w = x.shape[-2:]
+    flat = x.reshape(-1, 1, h, w).float()  # every leading dim as a batch of 1-channel maps
+    # output cell centres in image pixels, mapped back through the inverse transform
+    ys = (torch.arange(h, dtype=torch.float32, device=x.device) + 0.5) * (H / h)
+    xs = (torch.arange(w, dtype=torch.float32, device=x.device) + 0.5) * (W / w)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    sx = (gx - t.dx - t.cx) / t.scale + t.cx
+    sy = (gy - t.dy - t.cy) / t.scale + t.cy
+    grid = torch.stack([sx / W * 2 - 1, sy / H * 2 - 1], dim=-1)[None].expand(flat.shape[0], -1, -1, -1)
+    out = F.grid_sample(flat, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return out.reshape(x.shape).to(x.dtype)
+
+
+def transform_about_mask(mask: torch.Tensor, dx: float, dy: float, scale: float = 1.0) -> Transform:
+    """The move/resize of a masked object: scale about the mask's centroid, then shift."""
+    cx, cy = centroid(mask)
+    return Transform(dx=float(dx), dy=float(dy), scale=float(scale), cx=cx, cy=cy)
+
+
+def moved_mask(mask: torch.Tensor, t: Transform, name: str = "mask", tolerance: float = 0.02) -> torch.Tensor:
+    """The mask after transform ``t`` (image grid). Raises RegionError when more than
+    ``tolerance`` of the object's area would leave the image."""
+    out = warp(mask.float(), t, tuple(mask.shape), mode="bilinear").clamp(0, 1)
+    expected = float(mask.float().sum()) * t.scale**2
+    kept = float(out.sum())
+    if expected > 0 and kept < (1 - tolerance) * expected:
+        x0, y0, x1, y1 = bbox(mask)
+        nx0, ny0 = t.apply(x0, y0)
+        nx1, ny1 = t.apply(x1, y1)
+        raise RegionError(
+            f"{name}: the edited object leaves the image ({100 * (1 - kept / expected):.0f}% of it would be outside; "
+            f"its box would span x {nx0:.0f}..{nx1:.0f}, y {ny0:.0f}..{ny1:.0f} in a {mask.shape[1]}x{mask.shape[0]} "
+            f"image): reduce dx/dy or scale")
+    return out
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Grow a (h, w) mask by ``radius`` cells (max filter)."""
+    if radius <= 0:
+        return mask.clone()
+    k = 2 * radius + 1
+    return F.max_pool2d(mask.float()[None, None], k, stride=1, padding=radius)[0, 0]
+
+
+def point_patch(points: torch.Tensor, h: int, w: int, image_size: tuple[int, int], radius: int = 1) -> torch.Tensor:
+    """Grid indices of the (2r+1)^2 patches around ``points`` ((P, 2) x, y in image
+    pixels) on an (h, w) grid, clipped to the grid: long (P, (2r+1)^2, 2) as (row, col)."""
+    H, W = image_size
+    cols = (points[:, 0].float() * w / W).floor().long()
+    rows = (points[:, 1].float() * h / H).floor().long()
+    off = torch.arange(-radius, radius + 1)
+    dy, dx = torch.meshgrid(off, off, indexing="ij")
+    r = (rows[:, None] + dy.reshape(1, -1)).clamp(0, h - 1)
+    c = (cols[:, None] + dx.reshape(1, -1)).clamp(0, w - 1)
+    return torch.stack([r, c], dim=-1)
+
+
+def check_points(points: torch.Tensor, image_size: tuple[int, int], name: str = "points") -> torch.Tensor:
+    """(P, 2) finite points inside the image; raises RegionError naming ``name``."""
+    if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != 2:
+        raise RegionError(f"{name} must be a (P, 2) tensor of x, y pixel coordinates")
+    if points.shape[0] == 0:
+        raise RegionError(f"{name}: no points given")
+    p = points.float()
+    if not torch.isfinite(p).all():
+        raise RegionError(f"{name} contains NaN or infinite coordinates")
+    H, W = image_size
+    bad = (p[:, 0] < 0) | (p[:, 0] >= W) | (p[:, 1] < 0) | (p[:, 1] >= H)
+    if bad.any():
+        i = int(torch.nonzero(bad)[0])
+        raise RegionError(f"{name}[{i}] = ({float(p[i, 0]):g}, {float(p[i, 1]):g}) is outside the {W}x{H} image")
+    return p

@@ -1,0 +1,194 @@
+"""Feature memory, cross-branch attention and the guided sampler (random-weight model
+for plumbing and invariants; the bundled model for one quality check)."""
+
+import numpy as np
+import pytest
+import torch
+
+from dragon_core import ddim
+from dragon_core.attention import CrossBranchAttention, token_grid
+from dragon_core.editing import (
+    Appearance,
+    Drag,
+    Move,
+    Paste,
+    Points,
+    default_settings,
+    edit_image,
+    plan_edit,
+)
+from dragon_core.memory import MemoryPolicy, invert_with_memory
+from dragon_core.regions import RegionError
+from dragon_core.shapes_model import ShapesTextEncoder
+
+pytest.importorskip("diffusers")
+
+STEPS = 6
+
+
+def _ctx():
+    torch.manual_seed(0)
+    enc = ShapesTextEncoder().eval()
+    return enc.encode("flat, red square"), enc.encode("")
+
+
+def _image(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+
+
+def _mask():
+    m = torch.zeros(32, 32)
+    m[8:16, 8:16] = 1
+    return m
+
+
+@pytest.fixture()
+def memory(random_backend):
+    cond, _ = _ctx()
+    return invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform")
+
+
+def test_memory_is_recorded_in_the_inversion_pass(random_backend, memory):
+    cond, _ = _ctx()
+    plain = ddim.invert(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform")
+    assert torch.equal(plain.latents, memory.trajectory.latents)
+    layers = random_backend.decoder_self_attention_layers()
+    assert memory.layers() == layers
+    assert set(memory.kv) == {(s, k) for s in range(STEPS) for k in layers}
+    assert set(memory.features) == {(s, lvl) for s in range(STEPS) for lvl in (1, 2)}
+    assert all(t.dtype == torch.float16 and t.device.type == "cpu" for t in memory.kv.values())
+    b = memory.nbytes()
+    assert b["kv"] == sum(t.numel() * 2 for t in memory.kv.values())
+    assert b["total"] == b["kv"] + b["features"] + b["trajectory"]
+    # per step: K/V inputs 2x64x64 + 2x256x64 values, features 64x16x16 + 64x32x32, fp16
+    assert b["kv"] == STEPS * 2 * (2 * 64 * 64 + 2 * 256 * 64)
+    assert b["features"] == STEPS * 2 * (64 * 16 * 16 + 64 * 32 * 32)
+    assert "MiB" in memory.describe()
+
+
+def test_memory_keeps_only_what_the_policy_asks(random_backend):
+    cond, _ = _ctx()
+    layers = random_backend.decoder_self_attention_layers()[:1]
+    mem = invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform",
+                             policy=MemoryPolicy(steps=frozenset({0, 2}), kv_layers=frozenset(layers),
+                                                 feature_levels=(1,), dtype=torch.float32))
+    assert set(mem.kv) == {(0, layers[0]), (2, layers[0])}
+    assert set(mem.features) == {(0, 1), (2, 1)}
+    assert mem.kv[(0, layers[0])].dtype == torch.float32
+
+
+def test_replace_attention_with_own_memory_changes_nothing(random_backend, memory):
+    """At the inversion's own latent and step, reading K/V from the memory equals self-attention."""
+    cond, _ = _ctx()
+    s = 3
+    z = memory.trajectory.latents[s + 1]
+    t = int(memory.trajectory.timesteps[s])
+    plain = random_backend.predict_eps(z, t, cond, step=s)
+    for mode in ("replace", "concat"):
+        hooked = random_backend.predict_eps(z, t, cond, step=s, hooks=CrossBranchAttention(memory, mode, start=0))
+        assert torch.allclose(plain, hooked, atol=2e-3), mode  # fp16 memory
+    other = random_backend.predict_eps(_image(5), t, cond, step=s)
+    swapped = random_backend.predict_eps(_image(5), t, cond, step=s,
+                                         hooks=CrossBranchAttention(memory, "replace", start=0))
+    assert (other - swapped).abs().max() > 1e-3
+    # before the start step the hook stays out of the way
+    late = random_backend.predict_eps(_image(5), t, cond, step=s,
+                                      hooks=CrossBranchAttention(memory, "replace", start=s + 1))
+    assert torch.equal(other, late)
+
+
+def test_masked_attention_selects_tokens_by_region(memory):
+    m = _mask()
+    hook = CrossBranchAttention(memory, "masked", start=0, region=m, second=memory, second_region=m)
+    assert token_grid(256, (32, 32)) == (16, 16)
+    inside = hook._token_index(256, True)
+    outside = hook._token_index(256, False)
+    assert inside.numel() == 16 and outside.numel() == 240
+    with pytest.raises(ValueError, match="masked attention needs"):
+        CrossBranchAttention(memory, "masked")
+
+
+def test_edit_validation_names_the_input():
+    with pytest.raises(RegionError, match="mask is empty"):
+        Move(torch.zeros(32, 32), 3, 0)
+    with pytest.raises(RegionError, match="leaves the image"):
+        Move(_mask(), 30, 0)
+    with pytest.raises(ValueError, match="no change"):
+        Move(_mask(), 0, 0)
+    with pytest.raises(ValueError, match="scale must be"):
+        Move(_mask(), 0, 0, scale=0)
+    with pytest.raises(RegionError, match="targets"):
+        Drag(torch.tensor([[1.0, 1.0]]), torch.tensor([[40.0, 1.0]]), (32, 32))
+    with pytest.raises(RegionError, match="pair up"):
+        Drag(torch.tensor([[1.0, 1.0], [2.0, 2.0]]), torch.tensor([[4.0, 1.0]]), (32, 32))
+
+
+def test_edit_refuses_a_mask_of_another_size(random_backend, memory):
+    with pytest.raises(RegionError, match="must be the one that was inverted"):
+        plan_edit(Move(torch.nn.functional.pad(_mask(), (0, 4, 0, 4)), 3, 0), memory, default_settings("move"))
+
+
+@pytest.mark.parametrize("kind", ["move", "drag", "points", "appearance", "paste"])
+def test_every_edit_runs_deterministically_without_touching_its_inputs(random_backend, memory, kind):
+    cond, uncond = _ctx()
+    mask = _mask()
+    other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
+    edits = {
+        "move": lambda: Move(mask, 6, 4),
+        "drag": lambda: Drag(torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 14.0]]), (32, 32), mask),
+        "points": lambda: Points(torch.tensor([[10.0, 10.0], [4.0, 4.0]]), torch.tensor([[12.0, 11.0], [5.0, 6.0]]),
+                                 (32, 32)),
+        "appearance": lambda: Appearance(mask, other, mask),
+        "paste": lambda: Paste(other, mask, 8, 8),
+    }
+    edit = edits[kind]()
+    before = {k: v.clone() for k, v in memory.kv.items()}
+    traj_before = memory.trajectory.latents.clone()
+    mask_before = mask.clone()
+    settings = default_settings(kind, cfg=2.0, flexibility=0.3, time_travel=2,
+                                time_travel_window=(0.0, 1.0), flexibility_window=(0.0, 1.0))
+    a = edit_image(random_backend, memory, edit, cond, uncond, settings)
+    b = edit_image(random_backend, memory, edit, cond, uncond, settings)
+    assert torch.equal(a.latent, b.latent)
+    assert torch.isfinite(a.latent).all() and a.latent.shape == (1, 3, 32, 32)
+    passes = sum(settings.guided(s, STEPS) * settings.repeats(s, STEPS) for s in range(STEPS))
+    assert a.stats["guided_steps"] == passes > 0
+    assert a.stats["renoise"] > 0
+    assert torch.equal(mask, mask_before) and torch.equal(memory.trajectory.latents, traj_before)
+    assert all(torch.equal(before[k], memory.kv[k]) for k in before)
+    c = edit_image(random_backend, memory, edit, cond, uncond, default_settings(kind, cfg=2.0, seed=1,
+                   flexibility=0.3, flexibility_window=(0.0, 1.0)))
+    assert not torch.equal(a.latent, c.latent)  # the seed drives the regional noise
+
+
+def test_guided_steps_follow_the_reference_schedule():
+    s = default_settings("move")
+    assert [i for i in range(50) if s.guided(i, 50)] == list(range(10)) + list(range(10, 30, 2))
+    assert [i for i in range(50) if default_settings("move", time_travel=3).repeats(i, 50) > 1] == [22, 24, 26, 28]
+    assert [i for i in range(50) if default_settings("move", flexibility=0.4).flexible(i, 50)] == list(range(11, 20))
+    assert not any(default_settings("move", energy_scale=0).guided(i, 50) for i in range(50))
+
+
+def test_move_edit_moves_the_object_on_the_shapes_model(shapes):
+    """A quality smoke test: the bundled model moves a disc most of the way to its target."""
+    from dragon_core import shapes_eval as ev
+    from dragon_core import shapes_world as sw
+    from dragon_core.images import array_to_tensor
+    from dragon_core.shapes_model import load_config
+
+    backend, enc = shapes
+    case = sw.random_edit_case(1001, "move")
+    cond, uncond = enc.encode(case.scene.prompt()), enc.encode("")
+    mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=50,
+                             spacing=load_config()["sampling"]["spacing"])
+    mask = torch.from_numpy(case.scene.masks()[case.index].astype(np.float32))
+    settings = default_settings("move", load_config().get("edit_defaults"))
+    out = edit_image(backend, mem, Move(mask, case.dx, case.dy), cond, uncond, settings).latent
+    img = ((out.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).numpy()
+    colour = case.scene.objects[case.index].colour
+    found = [o for o in ev.palette_objects(img) if o.colour == colour]
+    tm = case.target.masks()[case.index]
+    ty, tx = np.nonzero(tm)
+    best = min(np.hypot(o.centroid[0] - tx.mean() - 0.5, o.centroid[1] - ty.mean() - 0.5) for o in found)
+    assert best < 2.0, best
