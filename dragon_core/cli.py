@@ -2,12 +2,14 @@
 
 Commands:
   demo     the main job on the embedded default model (writes PNGs, prints where)
+  edit     move, resize, drag, points, appearance or paste an image
   scene    render a shapes-world scene, its masks, and an edit's ground truth
   sample   sample images from the model for a prompt
   invert   DDIM-invert an image and reconstruct it (reports PSNR)
   train    train the shapes model (slow; never in CI)
   export   write a training run's EMA weights as a model folder
   model-report  measure a model: sample rates, reconstruction PSNR
+  bench    score every edit kind against ground truth, with baselines
 
 Every command that runs the model takes ``--model DIR`` (default: the bundled
 shapes model), ``--steps``, and ``--threads`` (torch CPU threads).
@@ -170,28 +172,38 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Render a scene, sample its prompt, invert and reconstruct it: the main job today."""
+    """The main job: a move and a resize edit on shapes scenes, scored against ground
+    truth, plus samples and an inversion round trip of the first scene."""
+    from .bench import make_case, run_case, score
     from .ddim import psnr
+    from .editing import default_settings
+    from .shapes_model import ASSET_DIR, load_config
 
     backend, enc = _load(args)
     out = Path(args.out)
     t0 = time.time()
-    scene = sw.random_scene(args.seed, int(backend.unet.config.sample_size))
-    img = scene.render()
-    prompt = scene.prompt()
     cfg, spacing = _sampling(args)
+    defaults = load_config(args.model or ASSET_DIR).get("edit_defaults")
+    paths, sheet = [], []
+    for kind in ("move", "resize"):
+        case = make_case(kind, args.seed).edit_case
+        r = run_case(backend, enc, kind, case, default_settings("move", defaults), spacing, args.steps)
+        sc = r["scores"]["dragon"]
+        extra = f", area ratio {sc['area_ratio']:.2f}" if kind == "resize" else ""
+        print(f"{kind} (dx {case.dx:+.0f}, dy {case.dy:+.0f}, scale {case.scale:.2f}): object IoU {sc['iou']:.2f}, "
+              f"centroid error {sc['centroid_err']:.2f} px{extra}, PSNR to target {sc['psnr']:.2f} dB "
+              f"(no guidance {r['scores']['no_guidance']['psnr']:.2f} dB)")
+        sheet += [r["images"]["input"], r["images"]["target"], r["images"]["dragon"], r["images"]["no_guidance"]]
+    paths.append(save_png(grid(sheet, 4), out / "edits.png", 8))
+    scene = make_case("move", args.seed).edit_case.scene
+    prompt = scene.prompt()
     samples = generate(backend, enc, prompt, 8, args.seed, args.steps, cfg, spacing)
-    _, recon = invert_image(backend, enc, img, prompt, args.steps, spacing)
-    rec = tensor_to_array(recon)
-    value = psnr(torch.from_numpy(rec), torch.from_numpy(img))
-    paths = [
-        save_png(img, out / "scene.png", 8),
-        save_png(grid([tensor_to_array(samples[i : i + 1]) for i in range(8)], 8), out / "samples.png", 8),
-        save_png(rec, out / "reconstruction.png", 8),
-    ]
-    print(f"scene prompt: {prompt!r}")
-    print(f"DDIM inversion + reconstruction ({args.steps} steps): PSNR {value:.2f} dB")
-    print(f"done in {time.time() - t0:.1f}s")
+    _, recon = invert_image(backend, enc, scene.render(), prompt, args.steps, spacing)
+    value = psnr(torch.from_numpy(tensor_to_array(recon)), torch.from_numpy(scene.render()))
+    paths.append(save_png(grid([tensor_to_array(samples[i : i + 1]) for i in range(8)], 8), out / "samples.png", 8))
+    paths.append(save_png(grid([scene.render(), tensor_to_array(recon)], 2), out / "reconstruction.png", 8))
+    print(f"samples for {prompt!r}; DDIM inversion + reconstruction ({args.steps} steps): PSNR {value:.2f} dB")
+    print(f"done in {time.time() - t0:.1f}s. edits.png rows: input | target | DragonDiffusion | no guidance")
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -215,6 +227,116 @@ def cmd_model_report(args: argparse.Namespace) -> int:
           f"max {p['max']:.2f} ({r['seconds']}s)")
     if args.out:
         print(f"wrote {Path(args.out) / 'samples.png'} and {Path(args.out) / 'model_report.json'}")
+    return 0
+
+
+# -- edit ------------------------------------------------------------------------------------------------
+
+
+def _mask_arg(path: str | None, size: tuple[int, int], name: str) -> torch.Tensor | None:
+    from .images import load_mask
+
+    if path is None:
+        return None
+    m = load_mask(path)
+    if m.shape != size:
+        raise ValueError(f"{name} {path} is {m.shape[1]}x{m.shape[0]} pixels, the image is {size[1]}x{size[0]}")
+    return torch.from_numpy(m.astype(np.float32))
+
+
+def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, dict[str, Any], list[np.ndarray]]:
+    """Invert the image(s), build the edit from the arguments, run it; (result, stats, sheet images)."""
+    from .editing import Appearance, Drag, Move, Paste, Points, default_settings, edit_image
+    from .memory import invert_with_memory
+    from .regions import parse_points
+    from .shapes_model import ASSET_DIR, load_config
+
+    img = load_png(args.image)
+    size = img.shape[:2]
+    lat = int(backend.unet.config.sample_size)
+    if size != (lat, lat):
+        raise ValueError(f"image {args.image} is {size[1]}x{size[0]} pixels; this model works at {lat}x{lat}")
+    _, spacing = _sampling(args)
+    cond, uncond = enc.encode(args.prompt), enc.encode("")
+    mem = invert_with_memory(backend, array_to_tensor(img), cond, steps=args.steps, spacing=spacing)
+    mask = _mask_arg(args.mask, size, "--mask")
+    sheet = [img]
+
+    def reference():
+        if not args.reference or not args.reference_mask:
+            raise ValueError(f"{args.kind} needs --reference IMAGE and --reference-mask MASK")
+        rimg = load_png(args.reference)
+        if rimg.shape[:2] != size:
+            raise ValueError(f"--reference {args.reference} is {rimg.shape[1]}x{rimg.shape[0]}, the image is "
+                             f"{size[1]}x{size[0]}: resize it first")
+        rmem = invert_with_memory(backend, array_to_tensor(rimg), enc.encode(args.reference_prompt or ""),
+                                  steps=args.steps, spacing=spacing)
+        sheet.append(rimg)
+        return rmem, _mask_arg(args.reference_mask, size, "--reference-mask")
+
+    if args.kind in ("move", "resize"):
+        if mask is None:
+            raise ValueError(f"{args.kind} needs --mask (the object to move)")
+        edit = Move(mask, args.dx, args.dy, args.scale)
+    elif args.kind in ("drag", "points"):
+        if not args.points:
+            raise ValueError(f"{args.kind} needs --points 'x1,y1,x2,y2;...' (handle then target, pixels)")
+        h, t = parse_points(args.points, "--points")
+        edit = Drag(h, t, size, mask) if args.kind == "drag" else Points(h, t, size)
+    elif args.kind == "appearance":
+        if mask is None:
+            raise ValueError("appearance needs --mask (the object to restyle)")
+        rmem, rmask = reference()
+        edit = Appearance(mask, rmem, rmask)
+    else:
+        rmem, rmask = reference()
+        edit = Paste(rmem, rmask, args.dx, args.dy, args.scale)
+    kind = "move" if args.kind == "resize" else args.kind
+    defaults = load_config(args.model or ASSET_DIR).get("edit_defaults")
+    settings = default_settings(kind, defaults, cfg=args.cfg, energy_scale=args.energy_scale, seed=args.seed,
+                                flexibility=args.flexibility, time_travel=args.time_travel,
+                                attention=False if args.no_attention else None)
+    res = edit_image(backend, mem, edit, cond, uncond, settings)
+    out = tensor_to_array(res.latent)
+    res.stats["memory_bytes"] = mem.nbytes()["total"]
+    return out, res.stats, sheet + [out]
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    backend, enc = _load(args)
+    t0 = time.time()
+    out, stats, sheet = run_cli_edit(args, backend, enc)
+    d = Path(args.out)
+    paths = [save_png(out, d / "result.png", args.upscale), save_png(grid(sheet, len(sheet)), d / "sheet.png", 4)]
+    (d / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    paths.append(d / "stats.json")
+    print(f"{args.kind} edit in {time.time() - t0:.1f}s: {stats['guided_steps']} guided steps, "
+          f"{stats['forward'] + stats['forward_grad']} UNet passes, {stats['backward']} backward")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import KINDS, format_table, run_bench
+    from .shapes_model import ASSET_DIR, load_config
+
+    backend, enc = _load(args)
+    _, spacing = _sampling(args)
+    defaults = load_config(args.model or ASSET_DIR).get("edit_defaults")
+    kinds = tuple(args.kinds.split(",")) if args.kinds else KINDS
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"--kinds: unknown edit kind(s) {bad}; choose from {list(KINDS)}")
+    result = run_bench(backend, enc, quick=args.quick, defaults=defaults, spacing=spacing, kinds=kinds, n=args.n,
+                       steps=args.steps, sheet=args.sheet, json_path=args.json)
+    print(format_table(result))
+    for p in (args.json, args.sheet):
+        if p:
+            print(f"wrote {p}")
     return 0
 
 
@@ -278,6 +400,29 @@ def build_parser() -> argparse.ArgumentParser:
     iv.add_argument("--upscale", type=int, default=1)
     iv.set_defaults(func=cmd_invert)
 
+    ed = sub.add_parser("edit", help="edit an image: move, resize, drag, points, appearance, paste")
+    _model_args(ed)
+    ed.add_argument("kind", choices=("move", "resize", "drag", "points", "appearance", "paste"))
+    ed.add_argument("--image", required=True, help="the image to edit (PNG)")
+    ed.add_argument("--prompt", default="", help="the image's prompt (default: unconditional)")
+    ed.add_argument("--mask", default=None, help="object mask (move/resize/appearance) or editable region (drag)")
+    ed.add_argument("--dx", type=float, default=0.0, help="move/paste offset x, image pixels")
+    ed.add_argument("--dy", type=float, default=0.0, help="move/paste offset y, image pixels")
+    ed.add_argument("--scale", type=float, default=1.0, help="resize/paste scale about the object's centre")
+    ed.add_argument("--points", default=None, help="drag/points: 'x1,y1,x2,y2;...' handle then target, pixels")
+    ed.add_argument("--reference", default=None, help="appearance/paste: the reference image")
+    ed.add_argument("--reference-mask", default=None, help="appearance/paste: the object in the reference")
+    ed.add_argument("--reference-prompt", default=None, help="the reference image's prompt")
+    ed.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's for this edit)")
+    ed.add_argument("--energy-scale", type=float, default=None, help="energy gradient scale (default: the model's)")
+    ed.add_argument("--flexibility", type=float, default=None, help="regional SDE strength (DiffEditor), e.g. 0.4")
+    ed.add_argument("--time-travel", type=int, default=None, help="passes per step in the time-travel window (3)")
+    ed.add_argument("--no-attention", action="store_true", help="turn cross-branch attention off")
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--out", required=True, help="output folder (result.png, sheet.png, stats.json)")
+    ed.add_argument("--upscale", type=int, default=1)
+    ed.set_defaults(func=cmd_edit)
+
     mr = sub.add_parser("model-report", help="measure the model: sample rates and reconstruction PSNR")
     _model_args(mr)
     mr.add_argument("--samples", type=int, default=64, help="number of samples to score (default 64)")
@@ -285,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     mr.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the model's)")
     mr.add_argument("--out", default=None, help="folder for samples.png and model_report.json")
     mr.set_defaults(func=cmd_model_report)
+
+    be = sub.add_parser("bench", help="score every edit kind against the shapes world's ground truth")
+    _model_args(be)
+    be.add_argument("--quick", action="store_true", help="2 cases per edit kind (CI); default 12")
+    be.add_argument("--n", type=int, default=None, help="cases per edit kind (overrides --quick)")
+    be.add_argument("--kinds", default=None, help="comma-separated subset of move,resize,drag,appearance,paste")
+    be.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    be.add_argument("--sheet", default=None, help="write a contact sheet PNG (input|ref|target|result|baselines)")
+    be.set_defaults(func=cmd_bench)
 
     tr = sub.add_parser("train", help="train the shapes model (resumes from OUT/checkpoint)")
     tr.add_argument("--out", default="runs/shapes32")

@@ -171,3 +171,27 @@ def check_points(points: torch.Tensor, image_size: tuple[int, int], name: str = 
         i = int(torch.nonzero(bad)[0])
         raise RegionError(f"{name}[{i}] = ({float(p[i, 0]):g}, {float(p[i, 1]):g}) is outside the {W}x{H} image")
     return p
+
+
+def parse_points(text: str, name: str = "points") -> tuple[torch.Tensor, torch.Tensor]:
+    """``"x1,y1,x2,y2;..."`` (handle then target, image pixels) -> (handles, targets), each (P, 2).
+
+    Raises RegionError naming ``name`` for anything else; the string is parsed, never evaluated.
+    """
+    pairs = [p.strip() for p in text.replace("\n", ";").split(";") if p.strip()]
+    if not pairs:
+        raise RegionError(f"{name}: no points given; write 'x1,y1,x2,y2' per handle/target pair, ';' between pairs")
+    rows = []
+    for i, p in enumerate(pairs):
+        parts = [v.strip() for v in p.split(",")]
+        if len(parts) != 4:
+            raise RegionError(f"{name}: pair {i + 1} {p!r} has {len(parts)} numbers, expected 4 (x1,y1,x2,y2)")
+        try:
+            vals = [float(v) for v in parts]
+        except ValueError:
+            raise RegionError(f"{name}: pair {i + 1} {p!r} is not four numbers") from None
+        if not all(math.isfinite(v) for v in vals):
+            raise RegionError(f"{name}: pair {i + 1} {p!r} contains NaN or infinity")
+        rows.append(vals)
+    t = torch.tensor(rows, dtype=torch.float32)
+    return t[:, :2].contiguous(), t[:, 2:].contiguous()

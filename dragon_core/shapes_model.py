@@ -69,6 +69,18 @@ SCHEDULE: dict[str, Any] = {
 # CFG 3 follows the prompt's colours far better than 1 (56 vs 39 of 63 in a test batch).
 SAMPLING: dict[str, Any] = {"cfg": 3.0, "spacing": "comfy_uniform"}
 
+# Edit settings calibrated on the shapes bench (python -m dragon_core bench), overriding
+# editing.PAPER_DEFAULTS. CFG 1: the pixel model drifts in colour under CFG; no
+# start-latent copy: pasting inverted pixel-space noise elsewhere derails sampling
+# (move IoU 0.35 vs 0.91 on 12 cases); energy scale 6x the paper's effective value.
+EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "move": {"cfg": 1.0, "energy_scale": 240.0, "copy_start": False},
+    "drag": {"cfg": 1.0, "energy_scale": 480.0, "copy_start": False},
+    "points": {"cfg": 1.0, "energy_scale": 720.0, "copy_start": False},
+    "appearance": {"cfg": 1.0, "energy_scale": 480.0},
+    "paste": {"cfg": 1.0, "energy_scale": 360.0, "copy_start": False},
+}
+
 _SYNONYMS = {"circle": "disc", "ball": "disc", "box": "square", "rhombus": "diamond", "purple": "magenta",
              "pink": "magenta", "grey": None, "gray": None, "plain": "flat", "textured": "texture",
              "noise": "texture", "gradient": "gradient"}
@@ -218,6 +230,7 @@ def save_model(
         "text_encoder": {"dim": CONTEXT_DIM, "tokens": CONTEXT_TOKENS},
         "schedule": dict(SCHEDULE),
         "sampling": dict(SAMPLING),
+        "edit_defaults": {k: dict(v) for k, v in EDIT_DEFAULTS.items()},
     }
     cfg.update(extra or {})
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

@@ -67,7 +67,8 @@ def test_invert_reports_psnr_and_writes_trajectory(tmp_path, capsys):
 def test_demo_writes_images(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "10"]) == 0
     out = capsys.readouterr().out
-    for name in ("scene.png", "samples.png", "reconstruction.png"):
+    assert "move (dx" in out and "resize (dx" in out and "object IoU" in out
+    for name in ("edits.png", "samples.png", "reconstruction.png"):
         assert (tmp_path / name).is_file() and str(tmp_path / name) in out
 
 
@@ -94,3 +95,60 @@ def test_diffusers_unet_folder_as_model(tmp_path, random_unet):
     assert main(["sample", "--prompt", "flat", "--steps", "2", "--model", str(tmp_path / "unet"),
                  "--out", str(tmp_path / "r.png")]) == 0
     assert load_png(tmp_path / "r.png").shape == (32, 32, 3)
+
+
+def test_edit_move_from_png_files(tmp_path, capsys):
+    case = sw.random_edit_case(1001, "move")
+    save_png(case.scene.render(), tmp_path / "img.png")
+    save_png(case.scene.masks()[case.index].astype(np.float32)[..., None].repeat(3, 2), tmp_path / "mask.png")
+    assert main(["edit", "move", "--image", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
+                 "--dx", str(case.dx), "--dy", str(case.dy), "--prompt", case.scene.prompt(), "--steps", "10",
+                 "--out", str(tmp_path / "out")]) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["guided_steps"] == 4 and stats["memory_bytes"] > 0  # 10 steps: s < 6, every step < 2, even after
+    assert load_png(tmp_path / "out" / "result.png").shape == (32, 32, 3)
+    assert "move edit in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["edit", "move", "--dx", "3"], "move needs --mask"),
+    (["edit", "move", "--mask", "empty.png", "--dx", "3"], "mask is empty"),
+    (["edit", "move", "--mask", "m.png", "--dx", "40"], "leaves the image"),
+    (["edit", "move", "--mask", "big.png", "--dx", "3"], "--mask big.png is 40x40 pixels, the image is 32x32"),
+    (["edit", "drag"], "drag needs --points"),
+    (["edit", "drag", "--points", "1,2,3"], "has 3 numbers, expected 4"),
+    (["edit", "drag", "--points", "1,2,3,x"], "is not four numbers"),
+    (["edit", "drag", "--points", "1,2,40,3"], r"targets\[0\] = \(40, 3\) is outside the 32x32 image"),
+    (["edit", "appearance", "--mask", "m.png"], "needs --reference IMAGE and --reference-mask"),
+])
+def test_edit_errors_are_one_clear_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    save_png(sw.random_scene(0).render(), tmp_path / "img.png")
+    m = np.zeros((32, 32, 3), np.float32)
+    m[10:14, 10:14] = 1
+    save_png(m, tmp_path / "m.png")
+    save_png(np.zeros((32, 32, 3), np.float32), tmp_path / "empty.png")
+    save_png(np.ones((40, 40, 3), np.float32), tmp_path / "big.png")
+    assert main(argv + ["--image", "img.png", "--out", "o", "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert message.replace("\\", "") in err.replace("\\", "") or __import__("re").search(message, err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_quick_scores_against_ground_truth(tmp_path):
+    from dragon_core.bench import format_table, make_case, naive, run_bench, score
+    from dragon_core.diffusers_backend import load_shapes_backend
+    from dragon_core.shapes_model import load_config
+
+    case = make_case("move", 0).edit_case
+    perfect = score("move", case, case.target.render())
+    assert perfect["iou"] == 1.0 and perfect["centroid_err"] < 1e-6 and perfect["psnr"] == 99.0
+    assert perfect["vacated"] == 1.0
+    assert score("move", case, case.scene.render())["iou"] < perfect["iou"]
+    assert naive(case).shape == (32, 32, 3)
+    backend, enc = load_shapes_backend()
+    r = run_bench(backend, enc, quick=True, defaults=load_config().get("edit_defaults"), kinds=("move",), n=1,
+                  steps=10, sheet=tmp_path / "s.png", json_path=tmp_path / "b.json")
+    assert set(r["table"]["move"]) >= {"dragon", "no_guidance", "naive"}
+    assert json.loads((tmp_path / "b.json").read_text())["table"]["move"]["dragon"]["iou"] >= 0
+    assert (tmp_path / "s.png").is_file() and "| move | iou |" in format_table(r)

@@ -1,0 +1,289 @@
+"""Shapes-world benchmark: every edit scored against its re-rendered ground truth.
+
+    python -m dragon_core bench --quick --json bench_out/bench.json --sheet bench_out/sheet.png
+
+A fixed, seeded suite of scenes per edit type. Each case runs DragonDiffusion
+and two baselines on the same inversion: "no guidance" (start-latent
+preparation, then plain sampling) and "naive" (pixel cut-and-paste, the hole
+filled with the mean colour of its border). Metrics (see :func:`score`):
+
+* ``psnr``: PSNR against the target image.
+* ``bg_psnr``: PSNR outside the edit regions (object before/after, grown by 3 px
+  to cover the shadows).
+* ``iou`` / ``centroid_err``: the found object (colour segmentation, the object's
+  colour, nearest the target) against the target's object mask / centroid (px).
+* ``vacated``: share of the vacated pixels no longer showing the object's colour.
+* ``area_ratio``: found area / (source area x scale^2) (resize).
+* ``colour_err``: mean RGB distance to the target inside the object (appearance).
+* ``drag_ratio``: remaining / initial distance of the object centroid (drag).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import shapes_eval as ev
+from . import shapes_world as sw
+from .editing import Appearance, Drag, EditSettings, Move, Paste, default_settings, edit_image
+from .images import array_to_tensor, grid, save_png
+from .memory import invert_with_memory
+
+BENCH_SEED = 7
+KINDS = ("move", "resize", "drag", "appearance", "paste")
+METRICS = {
+    "move": ("psnr", "bg_psnr", "iou", "centroid_err", "vacated"),
+    "resize": ("psnr", "bg_psnr", "iou", "area_ratio"),
+    "drag": ("psnr", "bg_psnr", "iou", "drag_ratio"),
+    "appearance": ("psnr", "bg_psnr", "iou", "colour_err"),
+    "paste": ("psnr", "bg_psnr", "iou", "centroid_err"),
+}
+HIGHER_IS_BETTER = {"psnr": True, "bg_psnr": True, "iou": True, "vacated": True, "centroid_err": False,
+                    "colour_err": False, "drag_ratio": False, "area_ratio_err": False}
+
+
+@dataclass
+class Case:
+    kind: str
+    edit_case: sw.EditCase
+
+
+def make_case(kind: str, k: int, size: int = 32) -> Case:
+    """Case ``k`` of an edit kind: moves of 6-25% of the side, scales 0.7-1.4."""
+    rng = np.random.default_rng([BENCH_SEED, KINDS.index(kind), k])
+    for _ in range(500):
+        seed = [BENCH_SEED, KINDS.index(kind), k, int(rng.integers(1 << 30))]
+        if kind in ("move", "drag"):
+            base = sw.random_edit_case(seed, "move", size)
+            obj = base.scene.objects[base.index]
+            ang = rng.uniform(0, 2 * math.pi)
+            dist = rng.uniform(0.06, 0.25) * size
+            dx, dy = round(dist * math.cos(ang)), round(dist * math.sin(ang))
+            moved = sw.ShapeObject(obj.shape, obj.colour, obj.cx + dx, obj.cy + dy, obj.size)
+            if (dx or dy) and sw.fits(moved, size, 1):
+                return Case(kind, sw.random_edit_case(seed, "move", size, base.index, float(dx), float(dy)))
+        elif kind == "resize":
+            base = sw.random_edit_case(seed, "resize", size)
+            if 0.7 <= base.scale <= 1.4 and base.scene.masks()[base.index].sum() >= 20:
+                return Case(kind, base)
+        else:
+            c = sw.random_edit_case(seed, kind, size)
+            if kind == "paste" and len(c.target.objects) > 4:
+                continue
+            if c.scene.masks()[c.index if kind != "paste" else 0].sum() >= 1:
+                return Case(kind, c)
+    raise RuntimeError(f"no {kind} case found")
+
+
+# -- baselines ------------------------------------------------------------------------------------------
+
+
+def _border_mean(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    grown = hole.copy()
+    grown[1:] |= hole[:-1]
+    grown[:-1] |= hole[1:]
+    grown[:, 1:] |= hole[:, :-1]
+    grown[:, :-1] |= hole[:, 1:]
+    border = grown & ~hole
+    return img[border].mean(axis=0) if border.any() else img.reshape(-1, 3).mean(axis=0)
+
+
+def _shift_nearest(arr: np.ndarray, mask: np.ndarray, dx: float, dy: float, scale: float, cx: float, cy: float):
+    """Nearest-neighbour copy of masked pixels under scale-about-(cx, cy)-then-shift."""
+    h, w = mask.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    sx = ((xs + 0.5 - dx - cx) / scale + cx - 0.5).round().astype(int)
+    sy = ((ys + 0.5 - dy - cy) / scale + cy - 0.5).round().astype(int)
+    ok = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    out_mask = np.zeros_like(mask)
+    out_mask[ok] = mask[sy[ok], sx[ok]]
+    out = np.zeros_like(arr)
+    out[ok] = arr[sy[ok], sx[ok]]
+    return out, out_mask
+
+
+def naive(case: sw.EditCase) -> np.ndarray:
+    """Cut-and-paste in pixels; the hole gets the mean colour of its border."""
+    img = case.scene.render().copy()
+    if case.kind in ("move", "resize"):
+        m = case.scene.masks()[case.index]
+        ys, xs = np.nonzero(m)
+        cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+        obj, om = _shift_nearest(img, m, case.dx, case.dy, case.scale, cx, cy)
+        img[m] = _border_mean(img, m)
+        img[om] = obj[om]
+        return img
+    ref = case.reference.render()
+    rm = case.reference.masks()[case.ref_index]
+    if case.kind == "appearance":
+        m = case.scene.masks()[case.index]
+        img[m] = ref[rm].mean(axis=0)
+        return img
+    ys, xs = np.nonzero(rm)
+    obj, om = _shift_nearest(ref, rm, case.dx, case.dy, case.scale, xs.mean() + 0.5, ys.mean() + 0.5)
+    img[om] = obj[om]
+    return img
+
+
+# -- scoring ----------------------------------------------------------------------------------------------
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    d = (a - b) ** 2
+    mse = float(d[where].mean()) if where is not None else float(d.mean())
+    return 99.0 if mse <= 1e-10 else 10 * math.log10(1.0 / mse)
+
+
+def _grow(m: np.ndarray, r: int) -> np.ndarray:
+    out = m.copy()
+    for _ in range(r):
+        g = out.copy()
+        g[1:] |= out[:-1]
+        g[:-1] |= out[1:]
+        g[:, 1:] |= out[:, :-1]
+        g[:, :-1] |= out[:, 1:]
+        out = g
+    return out
+
+
+def score(kind: str, case: sw.EditCase, result: np.ndarray) -> dict[str, float]:
+    """Metrics of one result (H, W, 3) in [0, 1] against the case's ground truth."""
+    target = case.target.render()
+    t_mask = case.target.masks()[case.index]
+    s_mask = case.scene.masks()[case.index] if case.kind != "paste" else np.zeros_like(t_mask)
+    edit_region = _grow(s_mask | t_mask, 3)
+    out = {"psnr": _psnr(result, target), "bg_psnr": _psnr(result, target, ~edit_region)}
+    colour = case.target.objects[case.index].colour
+    ty, tx = np.nonzero(t_mask)
+    tc = (tx.mean() + 0.5, ty.mean() + 0.5)
+    # the reference object is what the same colour segmentation finds in the target
+    # (shadows of later objects darken parts of an object beyond the colour tolerance)
+    in_target = [o for o in ev.palette_objects(target, min_area=3) if o.colour == colour]
+    if in_target:
+        t_obj = min(in_target, key=lambda o: math.hypot(o.centroid[0] - tc[0], o.centroid[1] - tc[1]))
+        t_mask, tc = t_obj.mask, t_obj.centroid
+    found = [o for o in ev.palette_objects(result, min_area=3) if o.colour == colour]
+    if found:
+        o = min(found, key=lambda o: math.hypot(o.centroid[0] - tc[0], o.centroid[1] - tc[1]))
+        out["iou"] = float((o.mask & t_mask).sum() / max(1, (o.mask | t_mask).sum()))
+        out["centroid_err"] = float(math.hypot(o.centroid[0] - tc[0], o.centroid[1] - tc[1]))
+        area = float(o.area)
+    else:
+        out["iou"], out["centroid_err"], area = 0.0, float(case.scene.size), 0.0
+    if kind in ("move", "drag"):
+        others = np.zeros_like(t_mask)
+        for j, m in enumerate(case.target.masks()):
+            if j != case.index:
+                others |= m
+        vac = s_mask & ~t_mask & ~others
+        if vac.any():
+            near = ev._colour_distance(result, sw.PALETTE[colour]) <= ev.COLOUR_TOLERANCE
+            out["vacated"] = float((~near[vac]).mean())
+        init = math.hypot(case.dx, case.dy)
+        out["drag_ratio"] = out["centroid_err"] / init if init else 0.0
+    if kind == "resize":
+        src_area = float(s_mask.sum())
+        out["area_ratio"] = area / (src_area * case.scale**2) if src_area else 0.0
+    if kind == "appearance":
+        out["colour_err"] = float(np.linalg.norm(result[t_mask] - target[t_mask], axis=-1).mean())
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------------------
+
+
+def _to_img(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _mask_t(m: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(m.astype(np.float32))
+
+
+def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSettings, spacing: str,
+             steps: int = 50) -> dict[str, Any]:
+    """DragonDiffusion and the two baselines on one case; images and scores."""
+    t0 = time.time()
+    cond, uncond = encoder.encode(case.scene.prompt()), encoder.encode("")
+    mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing)
+    if kind in ("move", "resize"):
+        edit = Move(_mask_t(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
+    elif kind == "drag":
+        m = case.scene.masks()[case.index]
+        ys, xs = np.nonzero(m)
+        h = torch.tensor([[xs.mean() + 0.5, ys.mean() + 0.5]], dtype=torch.float32)
+        t = h + torch.tensor([[case.dx, case.dy]], dtype=torch.float32)
+        region = _grow(m | case.target.masks()[case.index], 2)
+        edit = Drag(h, t, (case.scene.size, case.scene.size), _mask_t(region))
+    else:
+        ref = case.reference
+        rcond = encoder.encode(ref.prompt())
+        rmem = invert_with_memory(backend, array_to_tensor(ref.render()), rcond, steps=steps, spacing=spacing)
+        rmask = _mask_t(ref.masks()[case.ref_index])
+        if kind == "appearance":
+            edit = Appearance(_mask_t(case.scene.masks()[case.index]), rmem, rmask)
+        else:
+            edit = Paste(rmem, rmask, case.dx, case.dy, case.scale)
+    result = edit_image(backend, mem, edit, cond, uncond, settings)
+    plain = edit_image(backend, mem, edit, cond, uncond,
+                       EditSettings(**{**settings.__dict__, "energy_scale": 0.0, "attention": False,
+                                       "copy_start": True, "flexibility": 0.0, "time_travel": 1}))
+    imgs = {"input": case.scene.render(), "target": case.target.render(), "dragon": _to_img(result.latent),
+            "no_guidance": _to_img(plain.latent), "naive": naive(case)}
+    if case.reference is not None:
+        imgs["reference"] = case.reference.render()
+    scores = {m: score(kind, case, imgs[m]) for m in ("dragon", "no_guidance", "naive")}
+    return {"images": imgs, "scores": scores, "stats": result.stats, "seconds": time.time() - t0,
+            "memory_bytes": mem.nbytes()["total"]}
+
+
+def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None, spacing: str = "comfy_uniform",
+              kinds: tuple[str, ...] = KINDS, n: int | None = None, steps: int = 50,
+              sheet: str | Path | None = None, json_path: str | Path | None = None) -> dict[str, Any]:
+    """Run the suite; print and return per-kind means for each method."""
+    n = n or (2 if quick else 12)
+    t0 = time.time()
+    table: dict[str, Any] = {}
+    sheet_rows: list[np.ndarray] = []
+    for kind in kinds:
+        ed_kind = "move" if kind == "resize" else kind
+        settings = default_settings(ed_kind, defaults)
+        rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps)
+                for k in range(n)]
+        table[kind] = {
+            method: {m: float(np.mean([r["scores"][method].get(m, np.nan) for r in rows])) for m in METRICS[kind]}
+            for method in ("dragon", "no_guidance", "naive")
+        }
+        table[kind]["seconds_per_edit"] = float(np.mean([r["seconds"] for r in rows]))
+        for r in rows:
+            blank = np.ones_like(r["images"]["input"])
+            sheet_rows += [r["images"]["input"], r["images"].get("reference", blank), r["images"]["target"],
+                           r["images"]["dragon"], r["images"]["no_guidance"], r["images"]["naive"]]
+    result = {"quick": quick, "cases_per_kind": n, "steps": steps, "spacing": spacing,
+              "seconds": round(time.time() - t0, 1), "table": table}
+    if sheet is not None:
+        save_png(grid(sheet_rows, 6), sheet, 4)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"shapes-world bench: {result['cases_per_kind']} cases per edit, {result['steps']} steps, "
+             f"{result['seconds']}s", "",
+             "| edit | metric | DragonDiffusion | no guidance | naive |", "|---|---|---|---|---|"]
+    for kind, rows in result["table"].items():
+        for m in METRICS[kind]:
+            vals = [rows[meth][m] for meth in ("dragon", "no_guidance", "naive")]
+            lines.append(f"| {kind} | {m} | " + " | ".join(f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}" for v in vals) + " |")
+    lines.append("")
+    lines.append("sheet columns: input | reference (appearance/paste) | target | DragonDiffusion | no guidance | naive")
+    return "\n".join(lines)
