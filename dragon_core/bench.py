@@ -67,11 +67,12 @@ def make_case(kind: str, k: int, size: int = 32) -> Case:
             dist = rng.uniform(0.06, 0.25) * size
             dx, dy = round(dist * math.cos(ang)), round(dist * math.sin(ang))
             moved = sw.ShapeObject(obj.shape, obj.colour, obj.cx + dx, obj.cy + dy, obj.size)
-            if (dx or dy) and sw.fits(moved, size, 1):
+            if (dx or dy) and sw.fits(moved, size, 1) and _editable(base.scene.masks()[base.index], dx, dy, 1.0):
                 return Case(kind, sw.random_edit_case(seed, "move", size, base.index, float(dx), float(dy)))
         elif kind == "resize":
             base = sw.random_edit_case(seed, "resize", size)
-            if 0.7 <= base.scale <= 1.4 and base.scene.masks()[base.index].sum() >= 20:
+            m = base.scene.masks()[base.index]
+            if 0.7 <= base.scale <= 1.4 and m.sum() >= 20 and _editable(m, 0, 0, base.scale):
                 return Case(kind, base)
         else:
             c = sw.random_edit_case(seed, kind, size)
@@ -80,6 +81,14 @@ def make_case(kind: str, k: int, size: int = 32) -> Case:
             if c.scene.masks()[c.index if kind != "paste" else 0].sum() >= 1:
                 return Case(kind, c)
     raise RuntimeError(f"no {kind} case found")
+
+
+def _editable(mask: np.ndarray, dx: float, dy: float, scale: float) -> bool:
+    try:
+        Move(torch.from_numpy(mask.astype(np.float32)), dx, dy, scale)
+        return True
+    except ValueError:
+        return False
 
 
 # -- baselines ------------------------------------------------------------------------------------------

@@ -181,6 +181,8 @@ class EditSettings:
     time_travel_window: tuple[float, float] = (0.4, 0.6)  # even steps 20 < s < 30 of 50
     feature_scale: float = 1.0  # energy grid = latent size x this (SD: 2)
     copy_start: bool = True  # start latent: copy the inverted object region to its destination
+    background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
+    lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     seed: int = 0
 
     def guided(self, s: int, n: int) -> bool:
@@ -244,7 +246,7 @@ class Plan:
     start_latent: torch.Tensor
     attention: UNetHooks | None
     grad_mask: torch.Tensor  # (1, 1, h, w) latent grid: where the edit gradient applies
-    sde_mask: torch.Tensor  # (1, 1, h, w): where flexibility noise goes
+    sde_mask: torch.Tensor  # (1, 1, h, w): where flexibility noise goes and the background lock does not
     energy: Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -478,6 +480,11 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
             return inside * smask + outside * (1 - smask)
         return math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1 - ab_prev)) * eps
 
+    lock = None
+    if settings.background_lock > 0:
+        cells = max(1, round(settings.lock_margin * max(z.shape[-2:])))
+        free = F.max_pool2d(smask, 2 * cells + 1, stride=1, padding=cells)
+        lock = (1 - free).clamp(0, 1)
     for s in range(n):
         reps = settings.repeats(s, n)
         for r in range(reps):
@@ -490,6 +497,8 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
                 stats["renoise"] += 1
                 z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
         z = z_prev.detach()
+        if lock is not None and s < settings.background_lock * n:
+            z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
         if callback is not None:
             callback(s, z)
     stats["seconds"] = round(time.time() - t0, 3)

@@ -113,9 +113,10 @@ def warp(x: torch.Tensor, t: Transform, image_size: tuple[int, int], mode: str =
 
 
 def transform_about_mask(mask: torch.Tensor, dx: float, dy: float, scale: float = 1.0) -> Transform:
-    """The move/resize of a masked object: scale about the mask's centroid, then shift."""
-    cx, cy = centroid(mask)
-    return Transform(dx=float(dx), dy=float(dy), scale=float(scale), cx=cx, cy=cy)
+    """The move/resize of a masked object: scale about the centre of the mask's
+    bounding box (the object's centre, whatever its shape), then shift."""
+    x0, y0, x1, y1 = bbox(mask)
+    return Transform(dx=float(dx), dy=float(dy), scale=float(scale), cx=(x0 + x1) / 2, cy=(y0 + y1) / 2)
 
 
 def moved_mask(mask: torch.Tensor, t: Transform, name: str = "mask", tolerance: float = 0.02) -> torch.Tensor:

@@ -69,16 +69,51 @@ SCHEDULE: dict[str, Any] = {
 # CFG 3 follows the prompt's colours far better than 1 (56 vs 39 of 63 in a test batch).
 SAMPLING: dict[str, Any] = {"cfg": 3.0, "spacing": "comfy_uniform"}
 
-# Edit settings calibrated on the shapes bench (python -m dragon_core bench), overriding
-# editing.PAPER_DEFAULTS. CFG 1: the pixel model drifts in colour under CFG; no
-# start-latent copy: pasting inverted pixel-space noise elsewhere derails sampling
-# (move IoU 0.35 vs 0.91 on 12 cases); energy scale 6x the paper's effective value.
+# Edit settings calibrated on the shapes bench (python -m dragon_core bench; 6 move
+# cases per variant), overriding editing.PAPER_DEFAULTS:
+# - CFG 1: under CFG this pixel model drifts in colour away from its inversion;
+# - no start-latent copy for move/drag: pasting inverted pixel-space noise elsewhere
+#   derails sampling (move IoU 0.35 vs 0.91 on 12 cases at scale 160);
+# - energy scale 6x the paper's effective value (4x and 12x were worse);
+# - concatenated rather than replaced K/V for move (IoU 0.63 vs 0.46);
+# - background lock: small edits drift this model's global colour (background PSNR
+#   22.8 dB); following the inversion outside the grown edit region keeps 39-40 dB;
+# - guidance on every other step to the end (guide_until 1): IoU 0.72 vs 0.63.
 EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "move": {"cfg": 1.0, "energy_scale": 240.0, "copy_start": False},
-    "drag": {"cfg": 1.0, "energy_scale": 480.0, "copy_start": False},
-    "points": {"cfg": 1.0, "energy_scale": 720.0, "copy_start": False},
-    "appearance": {"cfg": 1.0, "energy_scale": 480.0},
-    "paste": {"cfg": 1.0, "energy_scale": 360.0, "copy_start": False},
+    "move": {
+        "cfg": 1.0,
+        "energy_scale": 240.0,
+        "copy_start": False,
+        "attention_mode": "concat",
+        "background_lock": 1.0,
+        "guide_until": 1.0
+    },
+    "drag": {
+        "cfg": 1.0,
+        "energy_scale": 480.0,
+        "copy_start": False,
+        "background_lock": 1.0,
+        "guide_until": 1.0
+    },
+    "points": {
+        "cfg": 1.0,
+        "energy_scale": 480.0,
+        "copy_start": False,
+        "background_lock": 1.0,
+        "guide_until": 1.0
+    },
+    "appearance": {
+        "cfg": 1.0,
+        "energy_scale": 480.0,
+        "background_lock": 1.0,
+        "guide_until": 1.0
+    },
+    "paste": {
+        "cfg": 1.0,
+        "energy_scale": 360.0,
+        "background_lock": 1.0,
+        "guide_until": 1.0
+    }
 }
 
 _SYNONYMS = {"circle": "disc", "ball": "disc", "box": "square", "rhombus": "diamond", "purple": "magenta",

