@@ -118,3 +118,17 @@ def test_palette_segmentation_finds_real_objects():
                 found += o.colour in cols
     assert found / total > 0.97
     assert ev.background_roughness(sw.random_scene(0).render()) < ev.CLEAN_LIMIT
+
+
+def test_bundled_config_carries_the_code_defaults():
+    """config.json's sampling and edit defaults equal the constants an export writes."""
+    from dragon_core.shapes_model import EDIT_DEFAULTS, SAMPLING
+
+    cfg = load_config()
+    assert cfg["sampling"] == SAMPLING
+    assert cfg["edit_defaults"] == json.loads(json.dumps(EDIT_DEFAULTS))
+    from dragon_core.editing import default_settings
+
+    for kind, values in EDIT_DEFAULTS.items():
+        s = default_settings(kind, cfg["edit_defaults"])
+        assert all(getattr(s, k) == v for k, v in values.items())
