@@ -95,12 +95,7 @@ def _editable(mask: np.ndarray, dx: float, dy: float, scale: float) -> bool:
 
 
 def _border_mean(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    grown = hole.copy()
-    grown[1:] |= hole[:-1]
-    grown[:-1] |= hole[1:]
-    grown[:, 1:] |= hole[:, :-1]
-    grown[:, :-1] |= hole[:, 1:]
-    border = grown & ~hole
+    border = _grow(hole, 1) & ~hole
     return img[border].mean(axis=0) if border.any() else img.reshape(-1, 3).mean(axis=0)
 
 
