@@ -13,7 +13,8 @@ filled with the mean colour of its border). Metrics (see :func:`score`):
 * ``iou`` / ``centroid_err``: the found object (colour segmentation, the object's
   colour, nearest the target) against the target's object mask / centroid (px).
 * ``vacated``: share of the vacated pixels no longer showing the object's colour.
-* ``area_ratio``: found area / (source area x scale^2) (resize).
+* ``area_ratio``: found area / (source area x scale^2) (resize, and points: a
+  landmark-style resize with four points around the object's centre).
 * ``colour_err``: mean RGB distance to the target inside the object (appearance).
 * ``drag_ratio``: remaining / initial distance of the object centroid (drag).
 """
@@ -32,15 +33,18 @@ import torch
 
 from . import shapes_eval as ev
 from . import shapes_world as sw
-from .editing import Appearance, Drag, EditSettings, Move, Paste, default_settings, edit_image
+from .editing import Appearance, Drag, EditSettings, Move, Paste, Points, default_settings, edit_image
 from .images import array_to_tensor, grid, save_png
 from .memory import invert_with_memory
 
 BENCH_SEED = 7
-KINDS = ("move", "resize", "drag", "appearance", "paste")
+KINDS = ("move", "resize", "drag", "points", "appearance", "paste")
+# each kind's seed stream: fixed per name, so adding a kind never changes another's cases
+_KIND_SEED = {"move": 0, "resize": 1, "drag": 2, "appearance": 3, "paste": 4, "points": 5}
 METRICS = {
     "move": ("psnr", "bg_psnr", "iou", "centroid_err", "vacated"),
     "resize": ("psnr", "bg_psnr", "iou", "area_ratio"),
+    "points": ("psnr", "bg_psnr", "iou", "area_ratio"),
     "drag": ("psnr", "bg_psnr", "iou", "drag_ratio"),
     "appearance": ("psnr", "bg_psnr", "iou", "colour_err"),
     "paste": ("psnr", "bg_psnr", "iou", "centroid_err"),
@@ -57,9 +61,9 @@ class Case:
 
 def make_case(kind: str, k: int, size: int = 32) -> Case:
     """Case ``k`` of an edit kind: moves of 6-25% of the side, scales 0.7-1.4."""
-    rng = np.random.default_rng([BENCH_SEED, KINDS.index(kind), k])
+    rng = np.random.default_rng([BENCH_SEED, _KIND_SEED[kind], k])
     for _ in range(500):
-        seed = [BENCH_SEED, KINDS.index(kind), k, int(rng.integers(1 << 30))]
+        seed = [BENCH_SEED, _KIND_SEED[kind], k, int(rng.integers(1 << 30))]
         if kind in ("move", "drag"):
             base = sw.random_edit_case(seed, "move", size)
             obj = base.scene.objects[base.index]
@@ -69,7 +73,7 @@ def make_case(kind: str, k: int, size: int = 32) -> Case:
             moved = sw.ShapeObject(obj.shape, obj.colour, obj.cx + dx, obj.cy + dy, obj.size)
             if (dx or dy) and sw.fits(moved, size, 1) and _editable(base.scene.masks()[base.index], dx, dy, 1.0):
                 return Case(kind, sw.random_edit_case(seed, "move", size, base.index, float(dx), float(dy)))
-        elif kind == "resize":
+        elif kind in ("resize", "points"):
             base = sw.random_edit_case(seed, "resize", size)
             m = base.scene.masks()[base.index]
             if 0.7 <= base.scale <= 1.4 and m.sum() >= 20 and _editable(m, 0, 0, base.scale):
@@ -192,7 +196,7 @@ def score(kind: str, case: sw.EditCase, result: np.ndarray) -> dict[str, float]:
             out["vacated"] = float((~near[vac]).mean())
         init = math.hypot(case.dx, case.dy)
         out["drag_ratio"] = out["centroid_err"] / init if init else 0.0
-    if kind == "resize":
+    if kind in ("resize", "points"):
         src_area = float(s_mask.sum())
         out["area_ratio"] = area / (src_area * case.scale**2) if src_area else 0.0
     if kind == "appearance":
@@ -219,6 +223,12 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
     mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing)
     if kind in ("move", "resize"):
         edit = Move(_mask_t(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
+    elif kind == "points":  # landmark-style resize: 4 points around the centre move outward/inward
+        obj = case.scene.objects[case.index]
+        off = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]]) * 0.6 * obj.size
+        centre = torch.tensor([[obj.cx, obj.cy]], dtype=torch.float32)
+        edit = Points(centre + off, (centre + off * case.scale).clamp(0, case.scene.size - 0.01),
+                      (case.scene.size, case.scene.size))
     elif kind == "drag":
         m = case.scene.masks()[case.index]
         ys, xs = np.nonzero(m)

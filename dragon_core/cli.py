@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(be)
     be.add_argument("--quick", action="store_true", help="2 cases per edit kind (CI); default 12")
     be.add_argument("--n", type=int, default=None, help="cases per edit kind (overrides --quick)")
-    be.add_argument("--kinds", default=None, help="comma-separated subset of move,resize,drag,appearance,paste")
+    be.add_argument("--kinds", default=None, help="comma-separated subset of move,resize,drag,points,appearance,paste")
     be.add_argument("--json", default=None, help="write the numbers to this JSON file")
     be.add_argument("--sheet", default=None, help="write a contact sheet PNG (input|ref|target|result|baselines)")
     be.set_defaults(func=cmd_bench)

@@ -157,3 +157,14 @@ def test_bench_quick_scores_against_ground_truth(tmp_path):
     assert set(r["table"]["move"]) >= {"dragon", "no_guidance", "naive"}
     assert json.loads((tmp_path / "b.json").read_text())["table"]["move"]["dragon"]["iou"] >= 0
     assert (tmp_path / "s.png").is_file() and "| move | iou |" in format_table(r)
+
+
+def test_bench_cases_are_fixed_per_kind(monkeypatch):
+    """A kind's cases depend on its name and index only, not on the list of kinds."""
+    import dragon_core.bench as b
+
+    before = {k: b.make_case(k, 1).edit_case for k in b.KINDS}
+    monkeypatch.setattr(b, "KINDS", tuple(reversed(b.KINDS)))
+    for k, case in before.items():
+        assert b.make_case(k, 1).edit_case == case
+    assert before["move"] != b.make_case("move", 2).edit_case
