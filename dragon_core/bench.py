@@ -33,7 +33,8 @@ import torch
 
 from . import shapes_eval as ev
 from . import shapes_world as sw
-from .editing import Appearance, Drag, EditSettings, Move, Paste, Points, default_settings, edit_image
+from .editing import (Appearance, Drag, EditSettings, Move, Paste, Points, default_settings, edit_image,
+                      with_overrides)
 from .images import array_to_tensor, grid, save_png
 from .memory import invert_with_memory
 
@@ -247,8 +248,8 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
             edit = Paste(rmem, rmask, case.dx, case.dy, case.scale)
     result = edit_image(backend, mem, edit, cond, uncond, settings)
     plain = edit_image(backend, mem, edit, cond, uncond,
-                       EditSettings(**{**settings.__dict__, "energy_scale": 0.0, "attention": False,
-                                       "copy_start": True, "flexibility": 0.0, "time_travel": 1}))
+                       with_overrides(settings, energy_scale=0.0, attention=False, copy_start=True,
+                                      flexibility=0.0, time_travel=1))
     imgs = {"input": case.scene.render(), "target": case.target.render(), "dragon": _to_img(result.latent),
             "no_guidance": _to_img(plain.latent), "naive": naive(case)}
     if case.reference is not None:

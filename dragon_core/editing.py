@@ -47,6 +47,18 @@ from .schedule import alpha_pairs
 EDIT_KINDS = ("move", "drag", "points", "appearance", "paste")
 
 
+def _object_transform(mask: torch.Tensor, dx: float, dy: float, scale: float) -> Transform:
+    """Scale about the object's box centre, then shift; RegionError if it leaves the image."""
+    t = transform_about_mask(mask.float(), dx, dy, scale)
+    moved_mask(mask.float(), t, "mask")
+    return t
+
+
+def _check_scale(scale: float) -> None:
+    if not 0.1 <= scale <= 10:
+        raise ValueError(f"scale must be in 0.1..10, got {scale!r}")
+
+
 # -- edits --------------------------------------------------------------------------------------
 
 
@@ -69,8 +81,7 @@ class Move:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
-        if not 0.1 <= self.scale <= 10:
-            raise ValueError(f"scale must be in 0.1..10, got {self.scale!r}")
+        _check_scale(self.scale)
         if self.dx == 0 and self.dy == 0 and self.scale == 1:
             raise ValueError("move: dx, dy and scale describe no change (dx = dy = 0, scale = 1)")
         if self.inpaint_region is not None:
@@ -78,9 +89,7 @@ class Move:
         self.transform()  # raises RegionError if the object leaves the image
 
     def transform(self) -> Transform:
-        t = transform_about_mask(self.mask.float(), self.dx, self.dy, self.scale)
-        moved_mask(self.mask.float(), t, "mask")
-        return t
+        return _object_transform(self.mask, self.dx, self.dy, self.scale)
 
 
 @dataclass(frozen=True)
@@ -142,14 +151,11 @@ class Paste:
 
     def __post_init__(self) -> None:
         check_mask(self.mask, "mask")
-        if not 0.1 <= self.scale <= 10:
-            raise ValueError(f"scale must be in 0.1..10, got {self.scale!r}")
+        _check_scale(self.scale)
         self.transform()
 
     def transform(self) -> Transform:
-        t = transform_about_mask(self.mask.float(), self.dx, self.dy, self.scale)
-        moved_mask(self.mask.float(), t, "mask")
-        return t
+        return _object_transform(self.mask, self.dx, self.dy, self.scale)
 
 
 Edit = Move | Drag | Points | Appearance | Paste
@@ -248,20 +254,25 @@ class Plan:
     grad_mask: torch.Tensor  # (1, 1, h, w) latent grid: where the edit gradient applies
     sde_mask: torch.Tensor  # (1, 1, h, w): where flexibility noise goes and the background lock does not
     energy: Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
-    info: dict[str, Any] = field(default_factory=dict)
+    grid: tuple[int, int]  # the energy grid the features are compared on
 
 
 class _Features:
-    """Reference features of a memory on the energy grid, per step (small cache)."""
+    """A memory's features on the energy grid at one step, optionally moved by the
+    edit's transform; the last step's are cached (time travel repeats a step)."""
 
-    def __init__(self, memory: FeatureMemory, levels: tuple[int, ...], grid: tuple[int, int]) -> None:
+    def __init__(self, memory: FeatureMemory, levels: tuple[int, ...], grid: tuple[int, int],
+                 transform: Transform | None = None, image_size: tuple[int, int] | None = None) -> None:
         self.memory, self.levels, self.grid = memory, levels, grid
+        self.transform, self.image_size = transform, image_size
         self._cache: dict[int, list[torch.Tensor]] = {}
 
     def at(self, step: int, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         if step not in self._cache:
-            self._cache = {step: [on_grid(self.memory.feature(step, lvl, device, torch.float32), self.grid)
-                                  for lvl in self.levels]}
+            fs = [on_grid(self.memory.feature(step, lvl, device, torch.float32), self.grid) for lvl in self.levels]
+            if self.transform is not None:
+                fs = [warp(f, self.transform, self.image_size) for f in fs]
+            self._cache = {step: fs}
         return [f.to(dtype) for f in self._cache[step]]
 
 
@@ -300,18 +311,17 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
     grid = (max(1, round(lh * settings.feature_scale)), max(1, round(lw * settings.feature_scale)))
     gh, gw = grid
     mode = settings.attention_mode or DEFAULT_ATTENTION[edit.kind]
-    if isinstance(edit, Drag):
-        image_size = tuple(edit.image_size)
-    elif isinstance(edit, Paste):
-        image_size = tuple(edit.mask.shape)
-    else:
-        image_size = tuple(edit.mask.shape)
+    image_size = tuple(edit.image_size) if isinstance(edit, Drag) else tuple(edit.mask.shape)
     if image_size[0] % lh or image_size[1] % lw or image_size[0] // lh != image_size[1] // lw:
         raise RegionError(f"the mask/image is {image_size[1]}x{image_size[0]} pixels but the latent is {lw}x{lh}: "
                           f"the image must be the one that was inverted")
     ref = _Features(memory, levels, grid)
     s_ = settings
-    ones = torch.ones(1, 1, lh, lw, dtype=torch.bool)
+
+    def attention(**masked: Any) -> CrossBranchAttention | None:
+        if not s_.attention:
+            return None
+        return CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end, **masked)
 
     if isinstance(edit, Move):
         t = edit.transform()
@@ -320,40 +330,37 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
         m_org, m_cur = grid_mask(mask, gh, gw), grid_mask(new, gh, gw)
         region = None if edit.inpaint_region is None else grid_mask(edit.inpaint_region, gh, gw)
         lat_new, lat_org = grid_mask(new, lh, lw), grid_mask(mask, lh, lw)
-        moved_z = warp(z_T, t, image_size, mode="nearest")
-        start = torch.where(lat_new[None, None], moved_z, z_T) if s_.copy_start else z_T
+        start = torch.where(lat_new[None, None], warp(z_T, t, image_size, mode="nearest"), z_T) \
+            if s_.copy_start else z_T
+        ref_moved = _Features(memory, levels, grid, t, image_size)
 
         def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            r = ref.at(step, cur[0].device, cur[0].dtype)
-            r_moved = [warp(f, t, image_size) for f in r]
-            return en.move_energy(cur, r, r_moved, m_cur.to(cur[0].device), m_org.to(cur[0].device),
-                                  None if region is None else region.to(cur[0].device),
+            dev, dt = cur[0].device, cur[0].dtype
+            return en.move_energy(cur, ref.at(step, dev, dt), ref_moved.at(step, dev, dt), m_cur.to(dev),
+                                  m_org.to(dev), None if region is None else region.to(dev),
                                   s_.w_edit, s_.w_content, s_.w_contrast, s_.w_inpaint)
 
-        attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end) if s_.attention else None
-        return Plan("move", start.clone(), attn, lat_new[None, None], (lat_new | lat_org)[None, None], energy,
-                    {"transform": t, "grid": grid})
+        return Plan("move", start.clone(), attention(), lat_new[None, None], (lat_new | lat_org)[None, None],
+                    energy, grid)
 
     if isinstance(edit, Drag):  # Drag and Points
         hp = point_patch(edit.handles, gh, gw, image_size)
         tp = point_patch(edit.targets, gh, gw, image_size)
         keep = None if edit.mask is None else ~grid_mask(edit.mask, gh, gw)
         start = z_T.clone()
-        lhp = point_patch(edit.handles, lh, lw, image_size)
-        ltp = point_patch(edit.targets, lh, lw, image_size)
-        src = z_T.clone()
-        if s_.copy_start:
-            start[..., ltp[..., 0], ltp[..., 1]] = src[..., lhp[..., 0], lhp[..., 1]]
-        region = ones if edit.mask is None else grid_mask(edit.mask, lh, lw)[None, None]
+        if s_.copy_start:  # each target's latent patch starts as its handle's
+            lhp = point_patch(edit.handles, lh, lw, image_size)
+            ltp = point_patch(edit.targets, lh, lw, image_size)
+            start[..., ltp[..., 0], ltp[..., 1]] = z_T[..., lhp[..., 0], lhp[..., 1]]
+        region = torch.ones(1, 1, lh, lw, dtype=torch.bool) if edit.mask is None \
+            else grid_mask(edit.mask, lh, lw)[None, None]
 
         def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            r = ref.at(step, cur[0].device, cur[0].dtype)
-            return en.drag_energy(cur, r, hp.to(cur[0].device), tp.to(cur[0].device),
-                                  None if keep is None else keep.to(cur[0].device),
-                                  s_.w_edit, s_.w_content, s_.w_contrast)
+            dev = cur[0].device
+            return en.drag_energy(cur, ref.at(step, dev, cur[0].dtype), hp.to(dev), tp.to(dev),
+                                  None if keep is None else keep.to(dev), s_.w_edit, s_.w_content, s_.w_contrast)
 
-        attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end) if s_.attention else None
-        return Plan(edit.kind, start, attn, region, region, energy, {"grid": grid})
+        return Plan(edit.kind, start, attention(), region, region, energy, grid)
 
     if isinstance(edit, Appearance):
         _check_memory(edit.reference, "reference")
@@ -367,11 +374,8 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
             return en.appearance_energy(cur, ref.at(step, dev, dt), other.at(step, dev, dt), m_base.to(dev),
                                         m_ref.to(dev), s_.w_edit, s_.w_content)
 
-        attn = None
-        if s_.attention:
-            attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end, region=edit.mask.float(),
-                                        second=edit.reference, second_region=edit.reference_mask.float())
-        return Plan("appearance", z_T.clone(), attn, lat, lat, energy, {"grid": grid})
+        attn = attention(region=edit.mask.float(), second=edit.reference, second_region=edit.reference_mask.float())
+        return Plan("appearance", z_T.clone(), attn, lat, lat, energy, grid)
 
     if isinstance(edit, Paste):
         _check_memory(edit.source, "source")
@@ -380,20 +384,17 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
         dest = moved_mask(edit.mask.float(), t)
         m_base = grid_mask(dest, gh, gw)
         lat = grid_mask(dest, lh, lw)[None, None]
-        src = _Features(edit.source, levels, grid)
+        src_moved = _Features(edit.source, levels, grid, t, image_size)
         start = torch.where(lat, warp(edit.source.trajectory.z_T, t, image_size, mode="nearest"), z_T) \
             if s_.copy_start else z_T
 
         def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
             dev, dt = cur[0].device, cur[0].dtype
-            moved = [warp(f, t, image_size) for f in src.at(step, dev, dt)]
-            return en.paste_energy(cur, ref.at(step, dev, dt), moved, m_base.to(dev), s_.w_edit, s_.w_content)
+            return en.paste_energy(cur, ref.at(step, dev, dt), src_moved.at(step, dev, dt), m_base.to(dev),
+                                   s_.w_edit, s_.w_content)
 
-        attn = None
-        if s_.attention:
-            attn = CrossBranchAttention(memory, mode, s_.attention_start, s_.attention_end, region=dest,
-                                        second=edit.source, second_region=edit.mask.float())
-        return Plan("paste", start.clone(), attn, lat, lat, energy, {"transform": t, "grid": grid})
+        attn = attention(region=dest, second=edit.source, second_region=edit.mask.float())
+        return Plan("paste", start.clone(), attn, lat, lat, energy, grid)
 
     raise TypeError(f"not an edit: {type(edit).__name__}")
 
@@ -434,7 +435,7 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     n = len(ts)
     pairs = alpha_pairs(backend.alphas_cumprod, traj.timesteps, traj.spacing)
     levels = memory.policy.feature_levels
-    grid = plan.info["grid"]
+    grid = plan.grid
     dev = backend.device
     z = plan.start_latent.to(dev, torch.float32)
     gmask = plan.grad_mask.to(dev, torch.float32)
