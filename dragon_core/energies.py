@@ -85,20 +85,24 @@ def drag_energy(cur: list[torch.Tensor], ref: list[torch.Tensor], handle_patches
     n_levels, n_points = len(cur), handle_patches.shape[0]
     edit, content = _zero(cur), _zero(cur)
     h, w = cur[0].shape[-2:]
+    holes = []  # per point: the handle patch minus the target patch (same on every level)
+    if w_contrast:
+        for i in range(n_points):
+            m = torch.zeros(h, w, dtype=torch.bool, device=cur[0].device)
+            m[handle_patches[i, :, 0], handle_patches[i, :, 1]] = True
+            m[target_patches[i, :, 0], target_patches[i, :, 1]] = False
+            if m.any():
+                holes.append(m)
     for fc, fr in zip(cur, ref):
         cur_vec = fc[:, target_patches[..., 0], target_patches[..., 1]]  # (C, P, K)
         ref_vec = fr[:, handle_patches[..., 0], handle_patches[..., 1]]
         sims = unit(F.cosine_similarity(cur_vec, ref_vec, dim=0, eps=1e-6))  # (P, K)
         edit = edit + similar(sims.mean(dim=1), w_edit).sum() / (n_levels * n_points)
-        if w_contrast:
-            for i in range(n_points):
-                m = torch.zeros(h, w, dtype=torch.bool, device=fc.device)
-                m[handle_patches[i, :, 0], handle_patches[i, :, 1]] = True
-                m[target_patches[i, :, 0], target_patches[i, :, 1]] = False
-                if m.any():
-                    edit = edit + w_contrast * masked_mean(unit(cos_map(fc, fr)), m) / (n_levels * n_points)
+        same = unit(cos_map(fc, fr)) if holes or keep is not None else None
+        for m in holes:
+            edit = edit + w_contrast * masked_mean(same, m) / (n_levels * n_points)
         if keep is not None and keep.any():
-            content = content + similar(masked_mean(unit(cos_map(fc, fr)), keep), w_content) / n_levels
+            content = content + similar(masked_mean(same, keep), w_content) / n_levels
     return edit, content
 
 
