@@ -256,7 +256,7 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
         imgs["reference"] = case.reference.render()
     scores = {m: score(kind, case, imgs[m]) for m in ("dragon", "no_guidance", "naive")}
     return {"images": imgs, "scores": scores, "stats": result.stats, "seconds": time.time() - t0,
-            "memory_bytes": mem.nbytes()["total"]}
+            "memory_bytes": mem.nbytes()["total"], "memory": mem, "case": case}
 
 
 def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None, spacing: str = "comfy_uniform",

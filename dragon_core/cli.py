@@ -48,13 +48,31 @@ def _load(args: argparse.Namespace):
     return load_shapes_backend(args.model, device=args.device)
 
 
+def _model_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The model folder's config.json ({} if it has none; _load reports that)."""
+    from .shapes_model import ASSET_DIR, load_config
+
+    try:
+        return load_config(args.model or ASSET_DIR)
+    except FileNotFoundError:
+        return {}
+
+
+def _edit_defaults(args: argparse.Namespace) -> dict[str, dict[str, Any]] | None:
+    """The model's calibrated edit settings (None: the paper's)."""
+    return _model_config(args).get("edit_defaults")
+
+
+def _print_written(paths: Sequence[Path]) -> None:
+    for p in paths:
+        print(f"wrote {p}")
+
+
 def _sampling(args: argparse.Namespace) -> tuple[float, str]:
     """(cfg, spacing): the command line's if given, else the model's defaults."""
-    from .shapes_model import ASSET_DIR, SAMPLING, load_config
+    from .shapes_model import SAMPLING
 
-    model_dir = Path(args.model or ASSET_DIR)
-    raw = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
-    defaults = {**SAMPLING, **raw.get("sampling", {})}
+    defaults = {**SAMPLING, **_model_config(args).get("sampling", {})}
     cfg = getattr(args, "cfg", None)
     spacing = getattr(args, "spacing", None)
     return (float(defaults["cfg"]) if cfg is None else cfg, defaults["spacing"] if spacing is None else spacing)
@@ -92,8 +110,7 @@ def cmd_scene(args: argparse.Namespace) -> int:
     (out / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
     written.append(out / "scene.json")
     print(f"prompt: {scene.prompt()}")
-    for p in written:
-        print(f"wrote {p}")
+    _print_written(written)
     return 0
 
 
@@ -163,8 +180,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     paths.append(out / "trajectory.safetensors")
     print(f"inverted {args.image} with prompt {args.prompt!r} in {args.steps} steps ({time.time() - t0:.1f}s)")
     print(f"reconstruction PSNR: {value:.2f} dB")
-    for p in paths:
-        print(f"wrote {p}")
+    _print_written(paths)
     return 0
 
 
@@ -174,20 +190,19 @@ def cmd_invert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: a move and a resize edit on shapes scenes, scored against ground
     truth, plus samples and an inversion round trip of the first scene."""
-    from .bench import make_case, run_case, score
-    from .ddim import psnr
+    from . import ddim
+    from .bench import make_case, run_case
     from .editing import default_settings
-    from .shapes_model import ASSET_DIR, load_config
 
     backend, enc = _load(args)
     out = Path(args.out)
     t0 = time.time()
     cfg, spacing = _sampling(args)
-    defaults = load_config(args.model or ASSET_DIR).get("edit_defaults")
-    paths, sheet = [], []
+    defaults = _edit_defaults(args)
+    paths, sheet, runs = [], [], {}
     for kind in ("move", "resize"):
         case = make_case(kind, args.seed).edit_case
-        r = run_case(backend, enc, kind, case, default_settings("move", defaults), spacing, args.steps)
+        r = runs[kind] = run_case(backend, enc, kind, case, default_settings("move", defaults), spacing, args.steps)
         sc = r["scores"]["dragon"]
         extra = f", area ratio {sc['area_ratio']:.2f}" if kind == "resize" else ""
         print(f"{kind} (dx {case.dx:+.0f}, dy {case.dy:+.0f}, scale {case.scale:.2f}): object IoU {sc['iou']:.2f}, "
@@ -195,17 +210,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"(no guidance {r['scores']['no_guidance']['psnr']:.2f} dB)")
         sheet += [r["images"]["input"], r["images"]["target"], r["images"]["dragon"], r["images"]["no_guidance"]]
     paths.append(save_png(grid(sheet, 4), out / "edits.png", 8))
-    scene = make_case("move", args.seed).edit_case.scene
+    # the move scene's inversion (its memory) also gives the reconstruction: no second inversion
+    scene, memory = runs["move"]["case"].scene, runs["move"]["memory"]
     prompt = scene.prompt()
     samples = generate(backend, enc, prompt, 8, args.seed, args.steps, cfg, spacing)
-    _, recon = invert_image(backend, enc, scene.render(), prompt, args.steps, spacing)
-    value = psnr(torch.from_numpy(tensor_to_array(recon)), torch.from_numpy(scene.render()))
+    recon = ddim.sample(backend, memory.trajectory.z_T, enc.encode(prompt), None, steps=args.steps, spacing=spacing)
+    value = ddim.psnr(torch.from_numpy(tensor_to_array(recon)), torch.from_numpy(scene.render()))
     paths.append(save_png(grid([tensor_to_array(samples[i : i + 1]) for i in range(8)], 8), out / "samples.png", 8))
     paths.append(save_png(grid([scene.render(), tensor_to_array(recon)], 2), out / "reconstruction.png", 8))
     print(f"samples for {prompt!r}; DDIM inversion + reconstruction ({args.steps} steps): PSNR {value:.2f} dB")
     print(f"done in {time.time() - t0:.1f}s. edits.png rows: input | target | DragonDiffusion | no guidance")
-    for p in paths:
-        print(f"wrote {p}")
+    _print_written(paths)
     return 0
 
 
@@ -249,7 +264,6 @@ def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, di
     from .editing import Appearance, Drag, Move, Paste, Points, default_settings, edit_image
     from .memory import invert_with_memory
     from .regions import parse_points
-    from .shapes_model import ASSET_DIR, load_config
 
     img = load_png(args.image)
     size = img.shape[:2]
@@ -292,8 +306,7 @@ def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, di
         rmem, rmask = reference()
         edit = Paste(rmem, rmask, args.dx, args.dy, args.scale)
     kind = "move" if args.kind == "resize" else args.kind
-    defaults = load_config(args.model or ASSET_DIR).get("edit_defaults")
-    settings = default_settings(kind, defaults, cfg=args.cfg, energy_scale=args.energy_scale, seed=args.seed,
+    settings = default_settings(kind, _edit_defaults(args), cfg=args.cfg, energy_scale=args.energy_scale, seed=args.seed,
                                 flexibility=args.flexibility, time_travel=args.time_travel,
                                 attention=False if args.no_attention else None)
     res = edit_image(backend, mem, edit, cond, uncond, settings)
@@ -312,8 +325,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     paths.append(d / "stats.json")
     print(f"{args.kind} edit in {time.time() - t0:.1f}s: {stats['guided_steps']} guided steps, "
           f"{stats['forward'] + stats['forward_grad']} UNet passes, {stats['backward']} backward")
-    for p in paths:
-        print(f"wrote {p}")
+    _print_written(paths)
     return 0
 
 
@@ -322,11 +334,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import KINDS, format_table, run_bench
-    from .shapes_model import ASSET_DIR, load_config
 
     backend, enc = _load(args)
     _, spacing = _sampling(args)
-    defaults = load_config(args.model or ASSET_DIR).get("edit_defaults")
+    defaults = _edit_defaults(args)
     kinds = tuple(args.kinds.split(",")) if args.kinds else KINDS
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -334,9 +345,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(backend, enc, quick=args.quick, defaults=defaults, spacing=spacing, kinds=kinds, n=args.n,
                        steps=args.steps, sheet=args.sheet, json_path=args.json)
     print(format_table(result))
-    for p in (args.json, args.sheet):
-        if p:
-            print(f"wrote {p}")
+    _print_written([Path(p) for p in (args.json, args.sheet) if p])
     return 0
 
 
