@@ -193,7 +193,7 @@ def score(kind: str, case: sw.EditCase, result: np.ndarray) -> dict[str, float]:
                 others |= m
         vac = s_mask & ~t_mask & ~others
         if vac.any():
-            near = ev._colour_distance(result, sw.PALETTE[colour]) <= ev.COLOUR_TOLERANCE
+            near = ev.colour_distance(result, sw.PALETTE[colour]) <= ev.COLOUR_TOLERANCE
             out["vacated"] = float((~near[vac]).mean())
         init = math.hypot(case.dx, case.dy)
         out["drag_ratio"] = out["centroid_err"] / init if init else 0.0

@@ -98,7 +98,8 @@ class FeatureMemory:
 
     def describe(self) -> str:
         b = self.nbytes()
-        shapes = {str(k): tuple(v.shape) for (s, k), v in self.kv.items() if s == min(s2 for s2, _ in self.kv)} if self.kv else {}
+        first = min((s for s, _ in self.kv), default=None)
+        shapes = {str(k): tuple(v.shape) for (s, k), v in self.kv.items() if s == first}
         return (f"FeatureMemory: {self.steps} steps, latent {self.latent_shape}, {len(self.layers())} K/V layers "
                 f"{shapes}, feature levels {self.policy.feature_levels}; "
                 f"{b['total'] / 2**20:.2f} MiB (K/V {b['kv'] / 2**20:.2f}, features {b['features'] / 2**20:.2f}, "

@@ -32,7 +32,7 @@ class FoundObject:
     mask: np.ndarray
 
 
-def _colour_distance(img: np.ndarray, rgb: tuple[float, float, float]) -> np.ndarray:
+def colour_distance(img: np.ndarray, rgb: tuple[float, float, float]) -> np.ndarray:
     """Per-pixel distance to the nearest shade s * rgb, s in [1 - SHADING, 1 + SHADING]."""
     c = np.asarray(rgb, np.float32)
     s = np.clip((img @ c) / float(c @ c), 1 - SHADING, 1 + SHADING)
@@ -65,7 +65,7 @@ def palette_objects(img: np.ndarray, min_area: int = MIN_OBJECT_AREA, max_area: 
     """Connected palette-coloured regions of plausible size in (H, W, 3) ``img`` in [0, 1]."""
     found = []
     for name, rgb in PALETTE.items():
-        near = _colour_distance(img, rgb) <= COLOUR_TOLERANCE
+        near = colour_distance(img, rgb) <= COLOUR_TOLERANCE
         for comp in components(near):
             area = int(comp.sum())
             if min_area <= area <= max_area:
@@ -76,7 +76,7 @@ def palette_objects(img: np.ndarray, min_area: int = MIN_OBJECT_AREA, max_area: 
 
 def object_mask(img: np.ndarray) -> np.ndarray:
     """Pixels within the colour tolerance of any palette colour."""
-    return np.any([_colour_distance(img, rgb) <= COLOUR_TOLERANCE for rgb in PALETTE.values()], axis=0)
+    return np.any([colour_distance(img, rgb) <= COLOUR_TOLERANCE for rgb in PALETTE.values()], axis=0)
 
 
 def background_roughness(img: np.ndarray, objects: np.ndarray | None = None) -> float:
