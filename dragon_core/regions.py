@@ -174,25 +174,71 @@ def check_points(points: torch.Tensor, image_size: tuple[int, int], name: str = 
     return p
 
 
-def parse_points(text: str, name: str = "points") -> tuple[torch.Tensor, torch.Tensor]:
-    """``"x1,y1,x2,y2;..."`` (handle then target, image pixels) -> (handles, targets), each (P, 2).
+MAX_POINT_PAIRS = 1000
 
-    Raises RegionError naming ``name`` for anything else; the string is parsed, never evaluated.
+
+def _number(v: object, name: str, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise RegionError(f"{name}: {where} {v!r} is not a number")
+    try:
+        x = float(v)
+    except ValueError:
+        raise RegionError(f"{name}: {where} {v!r} is not a number") from None
+    if not math.isfinite(x):
+        raise RegionError(f"{name}: {where} {v!r} is NaN or infinity")
+    return x
+
+
+def _json_points(text: str, name: str) -> list[list[float]]:
+    """A JSON list of points ({"x": .., "y": ..} as KJNodes' PointsEditor writes, or
+    [x, y]), read as consecutive handle, target pairs."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RegionError(f"{name}: looks like JSON but does not parse ({e.msg} at character {e.pos})") from None
+    if not isinstance(data, list):
+        raise RegionError(f"{name}: JSON points must be a list of {{\"x\": .., \"y\": ..}} or [x, y] items")
+    pts = []
+    for i, item in enumerate(data):
+        if isinstance(item, dict) and "x" in item and "y" in item:
+            xy = (item["x"], item["y"])
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            xy = tuple(item)
+        else:
+            raise RegionError(f"{name}: JSON point {i + 1} {item!r} is neither {{\"x\": .., \"y\": ..}} nor [x, y]")
+        pts.append([_number(v, name, f"JSON point {i + 1} coordinate") for v in xy])
+    if len(pts) % 2:
+        raise RegionError(f"{name}: {len(pts)} JSON points is an odd count; points pair up as handle, target, "
+                          f"handle, target, ...")
+    return [pts[i] + pts[i + 1] for i in range(0, len(pts), 2)]
+
+
+def parse_points(text: str, name: str = "points") -> tuple[torch.Tensor, torch.Tensor]:
+    """Handle/target pairs in image pixels -> (handles, targets), each (P, 2).
+
+    Accepts ``"x1,y1,x2,y2;..."`` (one pair per ``;`` or line) or a JSON list of
+    points (``[{"x": 10, "y": 12}, ...]`` as KJNodes' PointsEditor writes, or
+    ``[[10, 12], ...]``) read as consecutive handle, target pairs. At most
+    ``MAX_POINT_PAIRS`` pairs. Raises RegionError naming ``name`` for anything else;
+    the string is parsed, never evaluated.
     """
-    pairs = [p.strip() for p in text.replace("\n", ";").split(";") if p.strip()]
-    if not pairs:
+    if not isinstance(text, str):
+        raise RegionError(f"{name}: expected a string of points, got {type(text).__name__}")
+    if text.lstrip().startswith(("[", "{")):
+        rows = _json_points(text, name)
+    else:
+        pairs = [p.strip() for p in text.replace("\n", ";").split(";") if p.strip()]
+        rows = []
+        for i, p in enumerate(pairs):
+            parts = [v.strip() for v in p.split(",")]
+            if len(parts) != 4:
+                raise RegionError(f"{name}: pair {i + 1} {p!r} has {len(parts)} numbers, expected 4 (x1,y1,x2,y2)")
+            rows.append([_number(v, name, f"pair {i + 1} value") for v in parts])
+    if not rows:
         raise RegionError(f"{name}: no points given; write 'x1,y1,x2,y2' per handle/target pair, ';' between pairs")
-    rows = []
-    for i, p in enumerate(pairs):
-        parts = [v.strip() for v in p.split(",")]
-        if len(parts) != 4:
-            raise RegionError(f"{name}: pair {i + 1} {p!r} has {len(parts)} numbers, expected 4 (x1,y1,x2,y2)")
-        try:
-            vals = [float(v) for v in parts]
-        except ValueError:
-            raise RegionError(f"{name}: pair {i + 1} {p!r} is not four numbers") from None
-        if not all(math.isfinite(v) for v in vals):
-            raise RegionError(f"{name}: pair {i + 1} {p!r} contains NaN or infinity")
-        rows.append(vals)
+    if len(rows) > MAX_POINT_PAIRS:
+        raise RegionError(f"{name}: {len(rows)} point pairs, at most {MAX_POINT_PAIRS} are supported")
     t = torch.tensor(rows, dtype=torch.float32)
     return t[:, :2].contiguous(), t[:, 2:].contiguous()

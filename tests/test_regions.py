@@ -6,6 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dragon_core.regions import (
+    MAX_POINT_PAIRS,
+    parse_points,
     RegionError,
     Transform,
     bbox,
@@ -144,3 +146,45 @@ def test_resize_of_a_triangle_keeps_its_box_centre():
     assert (t.cx, t.cy) == ((x0 + x1) / 2, (y0 + y1) / 2)
     nx0, ny0, nx1, ny1 = bbox(moved_mask(m, t))
     assert abs((nx0 + nx1) / 2 - t.cx) <= 0.5 and abs((ny0 + ny1) / 2 - t.cy) <= 0.5
+
+
+# -- points strings ------------------------------------------------------------------------------
+
+
+def test_parse_points_pairs_and_lines():
+    h, t = parse_points("1,2,3,4; 5.5,6,7,8\n9,10,11,12")
+    assert h.tolist() == [[1, 2], [5.5, 6], [9, 10]]
+    assert t.tolist() == [[3, 4], [7, 8], [11, 12]]
+
+
+def test_parse_points_json_kjnodes_and_lists():
+    h, t = parse_points('[{"x": 1, "y": 2}, {"x": 3, "y": 4}, {"x": 5, "y": 6}, {"x": 7, "y": 8}]')
+    assert h.tolist() == [[1, 2], [5, 6]] and t.tolist() == [[3, 4], [7, 8]]
+    h, t = parse_points("[[1, 2], [3, 4]]")
+    assert h.tolist() == [[1, 2]] and t.tolist() == [[3, 4]]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "no points"),
+    ("1,2,3", "expected 4"),
+    ("1,2,3,x", "not a number"),
+    ("1,2,3,nan", "NaN"),
+    ("1,2,inf,4", "NaN or infinity"),
+    ("[{\"x\": 1, \"y\": 2}]", "odd count"),
+    ("[1, 2", "does not parse"),
+    ('{"x": 1}', "must be a list"),
+    ('[{"x": 1}, {"x": 2, "y": 3}]', "JSON point 1"),
+    ('[[1, true], [2, 3]]', "not a number"),
+    ("__import__('os').system('true')", "expected 4"),
+])
+def test_parse_points_errors_name_the_input(text, needle):
+    with pytest.raises(RegionError) as e:
+        parse_points(text, "drag points")
+    assert "drag points" in str(e.value) and needle in str(e.value)
+
+
+def test_parse_points_caps_the_count():
+    text = ";".join("1,2,3,4" for _ in range(MAX_POINT_PAIRS + 1))
+    with pytest.raises(RegionError, match="at most"):
+        parse_points(text)
+    assert parse_points(";".join("1,2,3,4" for _ in range(MAX_POINT_PAIRS)))[0].shape == (MAX_POINT_PAIRS, 2)
