@@ -217,10 +217,15 @@ def _mask_t(m: np.ndarray) -> torch.Tensor:
 
 
 def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSettings, spacing: str,
-             steps: int = 50) -> dict[str, Any]:
-    """DragonDiffusion and the two baselines on one case; images and scores."""
+             steps: int = 50, sample_prompt: str = "input") -> dict[str, Any]:
+    """DragonDiffusion and the two baselines on one case; images and scores.
+
+    The image is inverted under its own prompt; the edit samples under the input's
+    prompt or (``sample_prompt="target"``) the target scene's, as a user who describes
+    the result would."""
     t0 = time.time()
     cond, uncond = encoder.encode(case.scene.prompt()), encoder.encode("")
+    s_cond = cond if sample_prompt == "input" else encoder.encode(case.target.prompt())
     mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing)
     if kind in ("move", "resize"):
         edit = Move(_mask_t(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
@@ -246,8 +251,8 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
             edit = Appearance(_mask_t(case.scene.masks()[case.index]), rmem, rmask)
         else:
             edit = Paste(rmem, rmask, case.dx, case.dy, case.scale)
-    result = edit_image(backend, mem, edit, cond, uncond, settings)
-    plain = edit_image(backend, mem, edit, cond, uncond,
+    result = edit_image(backend, mem, edit, s_cond, uncond, settings)
+    plain = edit_image(backend, mem, edit, s_cond, uncond,
                        with_overrides(settings, energy_scale=0.0, attention=False, copy_start=True,
                                       flexibility=0.0, time_travel=1))
     imgs = {"input": case.scene.render(), "target": case.target.render(), "dragon": _to_img(result.latent),
@@ -260,7 +265,7 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
 
 
 def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None, spacing: str = "comfy_uniform",
-              kinds: tuple[str, ...] = KINDS, n: int | None = None, steps: int = 50,
+              kinds: tuple[str, ...] = KINDS, n: int | None = None, steps: int = 50, sample_prompt: str = "input",
               sheet: str | Path | None = None, json_path: str | Path | None = None) -> dict[str, Any]:
     """Run the suite; print and return per-kind means for each method."""
     n = n or (2 if quick else 12)
@@ -270,7 +275,7 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
     for kind in kinds:
         ed_kind = "move" if kind == "resize" else kind
         settings = default_settings(ed_kind, defaults)
-        rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps)
+        rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps, sample_prompt)
                 for k in range(n)]
         table[kind] = {
             method: {m: float(np.mean([r["scores"][method].get(m, np.nan) for r in rows])) for m in METRICS[kind]}

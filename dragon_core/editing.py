@@ -187,6 +187,7 @@ class EditSettings:
     time_travel_window: tuple[float, float] = (0.4, 0.6)  # even steps 20 < s < 30 of 50
     feature_scale: float = 1.0  # energy grid = latent size x this (SD: 2)
     copy_start: bool = True  # start latent: copy the inverted object region to its destination
+    copy_until: float = 0.0  # ... and keep following the source's moved inversion there for this fraction of steps
     background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     seed: int = 0
@@ -206,13 +207,15 @@ class EditSettings:
 
 
 # Starting points from the official DragonDiffusion demo for Stable Diffusion 1.5
-# (energy slider x 1e3 x 0.08 (move) or 0.04 (others); CFG per edit; flexibility 0.4).
+# (energy slider x 1e3 x 0.08 (move) or 0.04 (others); CFG per edit; flexibility 0.4); features
+# compared on a grid of twice the latent size (image / 4), as the reference code resizes them.
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "move": dict(cfg=4.0, energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8),
-    "drag": dict(cfg=4.0, energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.2),
-    "points": dict(cfg=4.0, energy_scale=120.0, w_edit=12.0, w_content=0.0, w_contrast=0.0),
-    "appearance": dict(cfg=5.0, energy_scale=80.0, w_edit=3.5, w_content=5.0),
-    "paste": dict(cfg=4.0, energy_scale=60.0, w_edit=4.0, w_content=6.0),
+    "move": dict(cfg=4.0, energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8,
+                 feature_scale=2.0),
+    "drag": dict(cfg=4.0, energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, feature_scale=2.0),
+    "points": dict(cfg=4.0, energy_scale=120.0, w_edit=12.0, w_content=0.0, w_contrast=0.0, feature_scale=2.0),
+    "appearance": dict(cfg=5.0, energy_scale=80.0, w_edit=3.5, w_content=5.0, feature_scale=2.0),
+    "paste": dict(cfg=4.0, energy_scale=60.0, w_edit=4.0, w_content=6.0, feature_scale=2.0),
 }
 DEFAULT_ATTENTION = {"move": "replace", "drag": "concat", "points": "concat", "appearance": "masked",
                      "paste": "masked"}
@@ -255,6 +258,22 @@ class Plan:
     sde_mask: torch.Tensor  # (1, 1, h, w): where flexibility noise goes and the background lock does not
     energy: Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
     grid: tuple[int, int]  # the energy grid the features are compared on
+    copy: "_Copy | None" = None  # the start-latent copy, for copy_start / copy_until
+
+
+class _Copy:
+    """Latent cells under ``mask`` (1, 1, h, w) taken from another inversion trajectory
+    (the base moved by the edit, or a pasted source): ``at(i)`` is that trajectory's
+    latent ``i`` (the input of sampling step ``i``) moved into place."""
+
+    def __init__(self, latents: torch.Tensor, mask: torch.Tensor, move: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.latents, self.mask, self.move = latents, mask, move
+
+    def at(self, i: int) -> torch.Tensor:
+        return self.move(self.latents[i].float())
+
+    def apply(self, z: torch.Tensor, i: int) -> torch.Tensor:
+        return torch.where(self.mask.to(z.device), self.at(i).to(z.device, z.dtype), z)
 
 
 class _Features:
@@ -330,8 +349,8 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
         m_org, m_cur = grid_mask(mask, gh, gw), grid_mask(new, gh, gw)
         region = None if edit.inpaint_region is None else grid_mask(edit.inpaint_region, gh, gw)
         lat_new, lat_org = grid_mask(new, lh, lw), grid_mask(mask, lh, lw)
-        start = torch.where(lat_new[None, None], warp(z_T, t, image_size, mode="nearest"), z_T) \
-            if s_.copy_start else z_T
+        copy = _Copy(memory.trajectory.latents, lat_new[None, None], lambda z: warp(z, t, image_size, mode="nearest"))
+        start = copy.apply(z_T, 0) if s_.copy_start else z_T
         ref_moved = _Features(memory, levels, grid, t, image_size)
 
         def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,7 +360,7 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
                                   s_.w_edit, s_.w_content, s_.w_contrast, s_.w_inpaint)
 
         return Plan("move", start.clone(), attention(), lat_new[None, None], (lat_new | lat_org)[None, None],
-                    energy, grid)
+                    energy, grid, copy)
 
     if isinstance(edit, Drag):  # Drag and Points
         hp = point_patch(edit.handles, gh, gw, image_size)
@@ -385,8 +404,8 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
         m_base = grid_mask(dest, gh, gw)
         lat = grid_mask(dest, lh, lw)[None, None]
         src_moved = _Features(edit.source, levels, grid, t, image_size)
-        start = torch.where(lat, warp(edit.source.trajectory.z_T, t, image_size, mode="nearest"), z_T) \
-            if s_.copy_start else z_T
+        copy = _Copy(edit.source.trajectory.latents, lat, lambda z: warp(z, t, image_size, mode="nearest"))
+        start = copy.apply(z_T, 0) if s_.copy_start else z_T
 
         def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
             dev, dt = cur[0].device, cur[0].dtype
@@ -394,7 +413,7 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
                                    s_.w_edit, s_.w_content)
 
         attn = attention(region=dest, second=edit.source, second_region=edit.mask.float())
-        return Plan("paste", start.clone(), attn, lat, lat, energy, grid)
+        return Plan("paste", start.clone(), attn, lat, lat, energy, grid, copy)
 
     raise TypeError(f"not an edit: {type(edit).__name__}")
 
@@ -500,6 +519,8 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
         z = z_prev.detach()
         if lock is not None and s < settings.background_lock * n:
             z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
+        if plan.copy is not None and s < settings.copy_until * n:
+            z = plan.copy.apply(z, s + 1)
         if callback is not None:
             callback(s, z)
     stats["seconds"] = round(time.time() - t0, 3)

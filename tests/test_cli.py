@@ -122,7 +122,7 @@ def test_edit_move_from_png_files(tmp_path, capsys):
     (["edit", "move", "--mask", "big.png", "--dx", "3"], "--mask big.png is 40x40 pixels, the image is 32x32"),
     (["edit", "drag"], "drag needs --points"),
     (["edit", "drag", "--points", "1,2,3"], "has 3 numbers, expected 4"),
-    (["edit", "drag", "--points", "1,2,3,x"], "is not four numbers"),
+    (["edit", "drag", "--points", "1,2,3,x"], "is not a number"),
     (["edit", "drag", "--points", "1,2,40,3"], r"targets\[0\] = \(40, 3\) is outside the 32x32 image"),
     (["edit", "appearance", "--mask", "m.png"], "needs --reference IMAGE and --reference-mask"),
 ])

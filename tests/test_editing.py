@@ -207,3 +207,22 @@ def test_background_lock_keeps_the_outside_exactly(random_backend, memory):
     z0 = memory.trajectory.z_0[0]
     assert torch.equal(locked[0][:, outside], z0[:, outside])
     assert not torch.allclose(free[0][:, outside], z0[:, outside], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["move", "paste"])
+def test_copy_until_follows_the_moved_source_inversion(random_backend, memory, kind):
+    """With copy_until, the destination region is the source's inversion moved into
+    place after every step of the window, and free afterwards."""
+    cond, uncond = _ctx()
+    src = memory if kind == "move" else invert_with_memory(random_backend, _image(9), cond, steps=STEPS,
+                                                            spacing="comfy_uniform")
+    edit = Move(_mask(), 8, 8) if kind == "move" else Paste(src, _mask(), 8, 8)
+    seen = {}
+    settings = default_settings(kind, copy_until=0.5, feature_scale=1.0)
+    edit_image(random_backend, memory, edit, cond, uncond, settings, callback=lambda s, z: seen.update({s: z.clone()}))
+    dest = torch.zeros(32, 32, dtype=torch.bool)
+    dest[16:24, 16:24] = True  # the 8x8 box moved by (8, 8)
+    for s in range(STEPS):
+        want = src.trajectory.latents[s + 1][0][:, 8:16, 8:16]
+        same = torch.equal(seen[s][0][:, dest].reshape(3, 8, 8), want)
+        assert same == (s < 0.5 * STEPS), s
