@@ -1,9 +1,28 @@
 """DragonDiffusion for ComfyUI: the entry point ComfyUI imports from custom_nodes/.
 
-Importing this file needs no ComfyUI (the test suite imports it); everything
-ComfyUI-specific lives in ``nodes/``, the algorithm in ``dragon_core/``.
+The nodes register through ComfyUI's schema API (``comfy_entrypoint``). The
+algorithm lives in ``dragon_core`` (pure torch), imported by the glue in
+``nodes/`` as the top-level package ``dragon_core``: this folder is appended to
+``sys.path`` for that (appended, so ComfyUI's own top-level ``nodes`` module keeps
+priority over our ``nodes`` folder, which is only ever imported relatively).
+
+Importing this file needs no ComfyUI: without ``comfy_api`` (the test suite, a
+plain Python) it registers nothing.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+import importlib.util
+import os
+import sys
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.append(_HERE)
+
+if __package__ and importlib.util.find_spec("comfy_api") is not None:
+    from .nodes.extension import comfy_entrypoint
+
+    __all__ = ["comfy_entrypoint"]
+else:
+    # No ComfyUI here; or pytest imported this rootdir file as a plain module named
+    # "__init__" (a checkout folder whose name is not an identifier): nothing to register.
+    __all__ = []

@@ -1,8 +1,9 @@
-"""ComfyUI glue for DragonDiffusion (may import comfy; no algorithm lives here).
+"""ComfyUI glue for DragonDiffusion (imports comfy; no algorithm lives here).
 
-The node classes arrive with the node-pack issue; until then the pack loads in
-ComfyUI and registers no nodes.
+Modules: ``comfy_backend`` (the core's backend on a ModelPatcher clone),
+``shapes_comfy`` (the bundled demo model as a ComfyUI MODEL), ``convert``
+(ComfyUI values to core tensors), ``model_info``, the node modules
+(``memory_nodes``, ``edit_nodes``, ``sampler_nodes``, ``demo_nodes``) and
+``extension`` (registration). Import it as a subpackage of the pack
+(``<pack>.nodes``): ComfyUI has a top-level module named ``nodes``.
 """
-
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

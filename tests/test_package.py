@@ -19,8 +19,9 @@ def test_entry_point_imports_without_comfyui():
     sys.modules["dragondiffusion_pack"] = mod
     try:
         spec.loader.exec_module(mod)
-        assert isinstance(mod.NODE_CLASS_MAPPINGS, dict)
-        assert isinstance(mod.NODE_DISPLAY_NAME_MAPPINGS, dict)
+        # the schema API registers the nodes; NODE_CLASS_MAPPINGS would make ComfyUI ignore the entry point
+        assert not hasattr(mod, "NODE_CLASS_MAPPINGS")
+        assert hasattr(mod, "comfy_entrypoint") == (importlib.util.find_spec("comfy_api") is not None)
     finally:
         sys.modules.pop("dragondiffusion_pack", None)
         sys.modules.pop("dragondiffusion_pack.nodes", None)

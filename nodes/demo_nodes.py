@@ -1,0 +1,64 @@
+"""The bundled shapes-world demo model as a real ComfyUI MODEL, and its prompts.
+
+With these two nodes and ComfyUI's stock ``VAELoader`` (``pixel_space``),
+``VAEEncode`` / ``VAEDecode`` and ``LoadImage``, every DragonDiffusion workflow
+runs without downloading a checkpoint.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from dragon_core.shapes_model import load_config
+
+from .convert import InputError
+from .model_info import DEFAULTS_KEY
+from .shapes_comfy import encode_prompt, load_shapes_model
+
+
+class ShapesModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DragonDiff_ShapesModelLoader",
+            display_name="DragonDiffusion Shapes Demo Model",
+            category="DragonDiffusion/demo",
+            description="Load the bundled 2M-parameter shapes-world UNet (SD1.5 architecture in miniature, 32x32 "
+                        "pixel space). Use it with VAE Loader 'pixel_space' and the Shapes Prompt node.",
+            inputs=[],
+            outputs=[io.Model.Output(display_name="model", tooltip="The shapes demo model, with its calibrated "
+                                                                    "edit settings.")],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        model = load_shapes_model()
+        model.model_options[DEFAULTS_KEY] = load_config().get("edit_defaults", {})
+        return io.NodeOutput(model)
+
+
+class ShapesPrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DragonDiff_ShapesPrompt",
+            display_name="DragonDiffusion Shapes Prompt",
+            category="DragonDiffusion/demo",
+            description="Encode a shapes-world prompt for the demo model: a background (flat, gradient, texture) "
+                        "and up to 3 'colour shape' pairs, e.g. 'gradient, red disc, blue square'. Empty = "
+                        "unconditional (for negative).",
+            inputs=[io.String.Input("prompt", default="flat, red disc",
+                                    tooltip="Background and 'colour shape' pairs; colours: red, orange, yellow, "
+                                            "green, cyan, blue, magenta; shapes: disc, square, triangle, diamond.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning", tooltip="For the shapes demo model only.")],
+        )
+
+    @classmethod
+    def execute(cls, prompt) -> io.NodeOutput:
+        try:
+            return io.NodeOutput(encode_prompt(prompt))
+        except ValueError as e:
+            raise InputError(f"prompt: {e}") from None
+
+
+NODES = [ShapesModelLoader, ShapesPrompt]

@@ -1,0 +1,92 @@
+"""DDIM inversion with feature-memory capture: LATENT -> inverted LATENT + DRAGON_MEMORY.
+
+The memory (the core's :class:`FeatureMemory`) is recorded in the inversion's
+own UNet passes: the latent trajectory, every decoder self-attention's input
+(``norm1(x)``, half the size of K and V) and the two mid-decoder feature maps,
+fp16 on ComfyUI's offload device. One memory serves any number of edits
+(the edit nodes and the sampler only read it), so there is no separate
+"capture" node: capturing from an existing trajectory would need the same
+UNet passes again.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from comfy_api.latest import io
+
+from dragon_core.memory import MemoryPolicy, default_feature_levels, invert_with_memory
+
+from .comfy_backend import ComfyBackend
+from .comfy_types import DragonMemory
+from .convert import InputError, latent_samples
+from .model_info import check_sd_unet, model_identity
+
+SPACING = "comfy_uniform"  # ComfyUI's ddim_uniform timesteps (ends at sigma 0)
+
+
+def _progress(total: int):
+    """A per-step callback: ComfyUI's progress bar and its interrupt check."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(total)
+
+    def step(s: int, z: torch.Tensor) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update(1)
+
+    return step
+
+
+class Inversion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DragonDiff_Inversion",
+            display_name="DragonDiffusion Inversion",
+            category="DragonDiffusion",
+            description="DDIM-invert an image and keep its memory (latent trajectory, decoder self-attention "
+                        "inputs, decoder features) for DragonDiffusion edits. One memory can feed several edits.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (an SD1.x/2.x-style UNet)."),
+                io.Latent.Input("latent", tooltip="The image to edit, encoded with VAE Encode (one image)."),
+                io.Conditioning.Input("positive", tooltip="A prompt describing the image (used for the inversion "
+                                                          "and usually for the edit too)."),
+                io.Int.Input("steps", default=50, min=2, max=1000,
+                             tooltip="DDIM steps; the edit samples over the same steps (50 as in the paper)."),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="inverted",
+                                 tooltip="The inverted noise; KSamplerAdvanced (add_noise off, ddim, ddim_uniform, "
+                                         "the same steps, CFG 1) turns it back into the image."),
+                DragonMemory.Output(display_name="memory", tooltip="The inversion's memory, for edits."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, latent, positive, steps) -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        check_sd_unet(model, "DragonDiffusion Inversion")
+        z = latent_samples(latent, "latent")
+        channels = model.model.latent_format.latent_channels
+        if z.shape[1] != channels:
+            raise InputError(f"latent: {z.shape[1]} channels, this model's latents have {channels}; encode the "
+                             f"image with this model's VAE")
+        # outside inference mode: the memory's tensors must be usable in the guidance's autograd graph
+        with torch.inference_mode(False), torch.no_grad(), ComfyBackend(model) as backend:
+            z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
+            policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()),
+                                  device=mm.unet_offload_device())
+            memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
+                                        policy=policy, model_id=model_identity(model), callback=_progress(steps))
+            t_first = int(memory.trajectory.timesteps[0])
+            sigma = backend.sigma(t_first)
+            x_T = memory.trajectory.z_T.to(torch.float32).cpu() * math.sqrt(1 + sigma * sigma)
+            inverted = model.model.process_latent_out(x_T)
+        return io.NodeOutput({"samples": inverted}, memory)
+
+
+NODES = [Inversion]

@@ -1,0 +1,182 @@
+"""The correspondence-guidance sampler and the cross-branch attention model patch.
+
+* ``DragonDiff_GuidedSampler`` runs a DRAGON_EDIT on the image of a
+  DRAGON_MEMORY: DDIM over the memory's steps with classifier-free guidance,
+  energy gradients from the decoder features on the guided steps, and
+  decoder self-attention reading the memory (cross-branch attention).
+* ``DragonDiff_CrossBranchAttention`` patches a MODEL (a clone) so that ComfyUI's
+  own samplers read the memory's self-attention keys/values: regeneration that
+  keeps the original's content, without guidance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from comfy_api.latest import io
+
+from dragon_core.attention import CrossBranchAttention
+from dragon_core.backend import AttnCall, LayerKey
+from dragon_core.editing import default_settings, plan_edit, run_edit
+from dragon_core.memory import FeatureMemory
+
+from .comfy_backend import ComfyBackend
+from .comfy_types import DragonEdit, DragonMemory
+from .convert import InputError
+from .memory_nodes import _progress
+from .model_info import check_sd_unet, edit_defaults, model_identity
+
+AUTO = -1.0
+
+
+def _auto(v: float) -> float | None:
+    return None if v < 0 else float(v)
+
+
+def check_memory_for(model: Any, memory: Any, name: str, node: str) -> FeatureMemory:
+    """The memory, if it was made by this model (and its weight patches)."""
+    if not isinstance(memory, FeatureMemory):
+        raise InputError(f"{node}: {name} is not a DragonDiffusion memory ({type(memory).__name__})")
+    if memory.model_id and memory.model_id != model_identity(model):
+        raise InputError(f"{node}: {name} was inverted with another model (or other LoRA/weight patches); invert "
+                         f"the image again with this MODEL")
+    return memory
+
+
+class GuidedSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DragonDiff_GuidedSampler",
+            display_name="DragonDiffusion Guided Sampler",
+            category="DragonDiffusion",
+            description="Run a DragonDiffusion edit: DDIM sampling over the memory's steps with "
+                        "feature-correspondence guidance and cross-branch self-attention. -1 on a setting means "
+                        "the default for this edit and model (calibrated values for the shapes demo model, the "
+                        "paper's for Stable Diffusion).",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the memory was inverted with."),
+                io.Conditioning.Input("positive", tooltip="The prompt for the edited image (usually the inversion's)."),
+                io.Conditioning.Input("negative", tooltip="The negative prompt for classifier-free guidance."),
+                DragonMemory.Input("memory", tooltip="The base image's memory (DragonDiffusion Inversion)."),
+                DragonEdit.Input("edit", tooltip="What to do (Move / Drag / Point-Set / Appearance / Paste)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the regional noise (used when flexibility > 0)."),
+                io.Float.Input("cfg", default=AUTO, min=AUTO, max=30.0, step=0.1,
+                               tooltip="Classifier-free guidance scale (-1: the edit's default)."),
+                io.Float.Input("energy_scale", default=AUTO, min=AUTO, max=100000.0, step=1.0,
+                               tooltip="Strength of the feature-correspondence guidance (-1: default; 0: none)."),
+                io.Float.Input("guidance_end", default=AUTO, min=AUTO, max=1.0, step=0.01,
+                               tooltip="Guide the steps before this fraction of the schedule (every step in the "
+                                       "first 20%, then every other step; -1: default, 0.6 in the paper)."),
+                io.Float.Input("flexibility", default=AUTO, min=AUTO, max=1.0, step=0.05,
+                               tooltip="Regional SDE noise in the edit region in the middle steps (DiffEditor); "
+                                       "more lets the content change more (-1: default)."),
+                io.Boolean.Input("cross_attention", default=True,
+                                 tooltip="Self-attention reads the memory's keys/values (keeps the original's look)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="The edited image's latent (VAE Decode it).")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, memory, edit, seed, cfg, energy_scale, guidance_end, flexibility,
+                cross_attention) -> io.NodeOutput:
+        node = "DragonDiffusion Guided Sampler"
+        check_sd_unet(model, node)
+        memory = check_memory_for(model, memory, "memory", node)
+        kind = getattr(edit, "kind", None)
+        if kind is None:
+            raise InputError(f"{node}: edit is not a DragonDiffusion edit ({type(edit).__name__})")
+        for name in ("reference", "source"):
+            other = getattr(edit, name, None)
+            if other is not None:
+                check_memory_for(model, other, f"the edit's {name} memory", node)
+        settings = default_settings(kind, edit_defaults(model), cfg=_auto(cfg), energy_scale=_auto(energy_scale),
+                                    guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
+                                    attention=bool(cross_attention))
+        with torch.inference_mode(False):
+            try:
+                plan = plan_edit(edit, memory, settings)
+            except ValueError as e:
+                raise InputError(f"{node}: {e}") from None
+            with ComfyBackend(model) as backend:
+                result = run_edit(backend, memory, plan, positive, negative, settings, _progress(memory.steps))
+            samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
+        return io.NodeOutput({"samples": samples})
+
+
+class _MemoryAttentionPatch:
+    """An attn1 patch for ComfyUI's samplers: decoder self-attention reads the memory's
+    K/V inputs of the step nearest to the current noise level.
+
+    Shared by reference between ModelPatcher clones (``__deepcopy__`` returns self),
+    so the memory is never copied."""
+
+    def __init__(self, memory: FeatureMemory, mode: str, start: int, end: int | None, model_sampling: Any) -> None:
+        self.attention = CrossBranchAttention(memory, mode, start, end)
+        self.timesteps = memory.trajectory.timesteps.to(torch.float64)
+        self.model_sampling = model_sampling
+
+    def __deepcopy__(self, memo: dict) -> "_MemoryAttentionPatch":
+        return self
+
+    def step_for(self, sigma: torch.Tensor) -> int:
+        t = float(self.model_sampling.timestep(sigma.reshape(-1)[:1].float()).item())
+        return int(torch.argmin((self.timesteps - t).abs()))
+
+    def __call__(self, n, context_attn1, value_attn1, extra_options):
+        kind, block = extra_options["block"]
+        if kind != "output":
+            return n, context_attn1, value_attn1
+        key = LayerKey(kind, int(block), int(extra_options.get("block_index", 0)))
+        step = self.step_for(extra_options["sigmas"])
+        ref = self.attention.memory.kv.get((step, key))
+        if ref is not None and ref.shape[1] != n.shape[1]:
+            raise ValueError(f"DragonDiffusion cross-branch attention: the memory was inverted at another latent "
+                             f"size ({ref.shape[1]} tokens at {key}, this image has {n.shape[1]}); sample at the "
+                             f"inverted image's size")
+        r = self.attention.self_attention(AttnCall(key, step, "cond"), n)
+        if r is None:
+            return n, context_attn1, value_attn1
+        return n, r[0].to(n.dtype), r[1].to(n.dtype)
+
+
+class CrossBranchAttentionPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DragonDiff_CrossBranchAttention",
+            display_name="DragonDiffusion Cross-Branch Attention",
+            category="DragonDiffusion",
+            description="Patch a MODEL so its decoder self-attention reads the memory's keys/values: ComfyUI's own "
+                        "KSampler / SamplerCustom then regenerate while keeping the original's content. The memory "
+                        "step nearest to the sampler's noise level is used; sampling with ddim_uniform and the "
+                        "memory's step count matches them exactly.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the memory was inverted with (it is cloned, not changed)."),
+                DragonMemory.Input("memory", tooltip="The original image's memory."),
+                io.Combo.Input("mode", options=["concat", "replace"], default="concat",
+                               tooltip="concat: attend to the sample's own and the memory's keys/values; replace: "
+                                       "only the memory's."),
+                io.Int.Input("start_step", default=5, min=0, max=1000,
+                             tooltip="First memory step (of the memory's steps) at which attention reads it."),
+                io.Int.Input("end_step", default=-1, min=-1, max=1000,
+                             tooltip="Last memory step at which attention reads it (-1: to the end)."),
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip="The patched model clone.")],
+        )
+
+    @classmethod
+    def execute(cls, model, memory, mode, start_step, end_step) -> io.NodeOutput:
+        node = "DragonDiffusion Cross-Branch Attention"
+        check_sd_unet(model, node)
+        memory = check_memory_for(model, memory, "memory", node)
+        patched = model.clone()
+        patch = _MemoryAttentionPatch(memory, mode, start_step, None if end_step < 0 else end_step,
+                                      model.get_model_object("model_sampling"))
+        patched.set_model_attn1_patch(patch)
+        return io.NodeOutput(patched)
+
+
+NODES = [GuidedSampler, CrossBranchAttentionPatch]
