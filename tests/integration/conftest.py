@@ -10,6 +10,7 @@ imported (that import picks the device once, at import time).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -62,3 +63,22 @@ def comfy() -> SimpleNamespace:
     if mm.get_torch_device().type != "cpu":
         pytest.skip("comfy.model_management was imported before this fixture without --cpu; these tests need CPU mode")
     return SimpleNamespace(path=path, **modules)
+
+
+@pytest.fixture(scope="session")
+def dragon_nodes(comfy) -> SimpleNamespace:
+    """The pack's ComfyUI glue (``nodes/``) as the package ``dragon_nodes``.
+
+    Not importable as ``nodes``: that name is ComfyUI's own ``nodes.py``, which
+    ``$COMFYUI_PATH`` puts first on sys.path (and ComfyUI's modules import it).
+    Attributes: ``comfy_backend``, ``shapes_comfy``.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if "dragon_nodes" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("dragon_nodes", root / "nodes" / "__init__.py",
+                                                      submodule_search_locations=[str(root / "nodes")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dragon_nodes"] = module
+        spec.loader.exec_module(module)
+    return SimpleNamespace(**{name: importlib.import_module(f"dragon_nodes.{name}")
+                              for name in ("comfy_backend", "shapes_comfy")})
