@@ -103,6 +103,9 @@ class _CallState:
     branch: str
     hooks: UNetHooks | None
 
+    def __deepcopy__(self, memo: dict) -> "_CallState":
+        return self  # shared, never copied: the hooks may hold a whole feature memory
+
 
 def _fresh_weight(w: torch.Tensor) -> torch.Tensor:
     """Identity weight wrapper. Its presence makes ComfyUI's cast_bias_weight copy the
