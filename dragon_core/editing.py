@@ -321,8 +321,12 @@ def _same_run(a: FeatureMemory, b: FeatureMemory, name: str) -> None:
         raise ValueError(f"{name} was inverted with another model ({b.model_id!r} vs {a.model_id!r})")
 
 
+@torch.inference_mode(False)
 def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan:
-    """Start latent, attention, energy and masks for ``edit`` on the image of ``memory``."""
+    """Start latent, attention, energy and masks for ``edit`` on the image of ``memory``.
+
+    Runs outside inference mode (ComfyUI calls nodes inside it): the plan's tensors
+    enter the guidance's autograd graph, which inference tensors cannot."""
     _check_memory(memory, "memory")
     z_T = memory.trajectory.z_T
     lh, lw = z_T.shape[-2:]
@@ -440,15 +444,23 @@ class EditResult:
 
 
 def _grad(e: torch.Tensor, z: torch.Tensor, retain: bool) -> torch.Tensor:
+    """d e / d z; zero for an energy term that is identically zero (e.g. a weight of 0)."""
     if not e.requires_grad:
+        if e.grad_fn is None and e.detach().abs().item() != 0:
+            raise RuntimeError("the guidance energy has no autograd graph (was the sampler run inside "
+                               "torch.inference_mode()?); the edit would silently lose its guidance")
         return torch.zeros_like(z)
     (g,) = torch.autograd.grad(e, z, retain_graph=retain, allow_unused=True)
     return torch.zeros_like(z) if g is None else g
 
 
+@torch.inference_mode(False)
 def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, uncond: Any,
              settings: EditSettings, callback: Callable[[int, torch.Tensor], None] | None = None) -> EditResult:
-    """Sample the edit: guided DDIM with CFG over the memory's timesteps."""
+    """Sample the edit: guided DDIM with CFG over the memory's timesteps.
+
+    Runs outside inference mode, with autograd on the guided passes, whatever the
+    caller's mode (ComfyUI runs nodes under torch.inference_mode())."""
     traj = memory.trajectory
     ts = traj.timesteps.tolist()
     n = len(ts)
@@ -468,15 +480,16 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
         ab_t, ab_prev = pairs[s]
         guidance = torch.zeros_like(z)
         if settings.guided(s, n):
-            cap = _Capture(levels)
-            z_in = z.detach().requires_grad_(True)
-            eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=HookList(plan.attention, cap),
-                                        grad=True)
-            stats["forward_grad"] += 1
-            cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
-            e_edit, e_con = plan.energy(cur, s)
-            g_edit = _grad(e_edit, z_in, retain=True)
-            g_con = _grad(e_con, z_in, retain=False)
+            with torch.enable_grad():
+                cap = _Capture(levels)
+                z_in = z.detach().clone().requires_grad_(True)
+                eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond",
+                                            hooks=HookList(plan.attention, cap), grad=True)
+                stats["forward_grad"] += 1
+                cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
+                e_edit, e_con = plan.energy(cur, s)
+                g_edit = _grad(e_edit, z_in, retain=True)
+                g_con = _grad(e_con, z_in, retain=False)
             stats["backward"] += 2
             stats["guided_steps"] += 1
             guidance = settings.energy_scale * (g_edit * gmask + g_con * (1 - gmask))

@@ -94,7 +94,9 @@ class FeatureMemory:
         if t is None:
             raise KeyError(f"memory has no level-{level} features for step {step} (recorded steps: "
                            f"{sorted({s for s, _ in self.features})[:8]}...)")
-        return t.to(device=device, dtype=dtype, non_blocking=True)
+        # a copy: the caller's autograd graph may save it, and the stored tensor may be an
+        # inference tensor (a memory recorded under torch.inference_mode())
+        return t.to(device=device, dtype=dtype, copy=True)
 
     def describe(self) -> str:
         b = self.nbytes()

@@ -7,9 +7,12 @@ runs without downloading a checkpoint.
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from comfy_api.latest import io
 
 from dragon_core.shapes_model import load_config
+from dragon_core.shapes_world import random_scene
 
 from .convert import InputError
 from .model_info import DEFAULTS_KEY
@@ -61,4 +64,37 @@ class ShapesPrompt(io.ComfyNode):
             raise InputError(f"prompt: {e}") from None
 
 
-NODES = [ShapesModelLoader, ShapesPrompt]
+class ShapesScene(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DragonDiff_ShapesScene",
+            display_name="DragonDiffusion Shapes Scene",
+            category="DragonDiffusion/demo",
+            description="Render a random shapes-world scene (32x32) for trying edits on the demo model without any "
+                        "files: the image, one object's mask, and the scene's prompt.",
+            inputs=[
+                io.Int.Input("seed", default=1, min=0, max=2**31 - 1, tooltip="Which scene."),
+                io.Int.Input("object", default=0, min=0, max=2,
+                             tooltip="Which object's mask to output (0 = first; clipped to the scene's objects)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The scene."),
+                io.Mask.Output(display_name="mask", tooltip="The chosen object's visible mask."),
+                io.Conditioning.Output(display_name="positive", tooltip="The scene's prompt, encoded for the demo "
+                                                                        "model."),
+                io.String.Output(display_name="prompt", tooltip="The scene's prompt as text."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, seed, object) -> io.NodeOutput:
+        scene = random_scene(int(seed))
+        i = min(int(object), len(scene.objects) - 1)
+        image = torch.from_numpy(scene.render().astype(np.float32))[None]
+        mask = torch.from_numpy(scene.masks()[i].astype(np.float32))[None]
+        prompt = scene.prompt()
+        return io.NodeOutput(image, mask, encode_prompt(prompt), prompt)
+
+
+NODES = [ShapesModelLoader, ShapesPrompt, ShapesScene]

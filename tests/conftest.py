@@ -8,7 +8,9 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("DRAGON_TEST_THREADS", "2")))
+# DRAGON_TEST_THREADS, else OMP_NUM_THREADS (so `OMP_NUM_THREADS=1 pytest` really runs on one
+# thread: on a shared 2-core machine two threads made small ops ~100x slower), else 2.
+torch.set_num_threads(int(os.environ.get("DRAGON_TEST_THREADS") or os.environ.get("OMP_NUM_THREADS") or "2"))
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,12 @@ imported (that import picks the device once, at import time).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import importlib.util
 import os
 import sys
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,3 +65,70 @@ def comfy() -> SimpleNamespace:
     if mm.get_torch_device().type != "cpu":
         pytest.skip("comfy.model_management was imported before this fixture without --cpu; these tests need CPU mode")
     return SimpleNamespace(path=path, **modules)
+
+
+@pytest.fixture(scope="session")
+def dragon_nodes(comfy) -> SimpleNamespace:
+    """The pack's ComfyUI glue (``nodes/``) as the package ``dragon_nodes``.
+
+    Not importable as ``nodes``: that name is ComfyUI's own ``nodes.py``, which
+    ``$COMFYUI_PATH`` puts first on sys.path (and ComfyUI's modules import it).
+    Attributes: ``comfy_backend``, ``shapes_comfy``.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if "dragon_nodes" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("dragon_nodes", root / "nodes" / "__init__.py",
+                                                      submodule_search_locations=[str(root / "nodes")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dragon_nodes"] = module
+        spec.loader.exec_module(module)
+    return SimpleNamespace(**{name: importlib.import_module(f"dragon_nodes.{name}")
+                              for name in ("comfy_backend", "shapes_comfy")})
+
+
+class _Server:
+    """The few attributes PromptExecutor reads from ComfyUI's PromptServer."""
+
+    def __init__(self) -> None:
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.messages = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+
+@pytest.fixture(scope="session")
+def comfy_env(comfy, tmp_path_factory):
+    import execution
+    import folder_paths
+    import nodes as comfy_nodes
+
+    base = tmp_path_factory.mktemp("comfy")
+    for sub in ("input", "output", "temp"):
+        (base / sub).mkdir()
+    folder_paths.set_input_directory(str(base / "input"))
+    folder_paths.set_output_directory(str(base / "output"))
+    folder_paths.set_temp_directory(str(base / "temp"))
+    if "DragonDiff_GuidedSampler" not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        assert asyncio.run(comfy_nodes.load_custom_node(str(Path(__file__).resolve().parents[2]))), "the pack failed to load in ComfyUI"
+    server = _Server()
+    executor = execution.PromptExecutor(server, cache_type=False)
+    env = SimpleNamespace(base=base, executor=executor, server=server, execution=execution, nodes=comfy_nodes)
+    env.run = lambda prompt: _run_prompt(env, prompt)
+    return env
+
+
+def _run_prompt(env, prompt: dict) -> dict:
+    """Validate and execute a prompt; returns history outputs or raises with ComfyUI's error."""
+    pid = str(uuid.uuid4())
+    valid = asyncio.run(env.execution.validate_prompt(pid, prompt, None))
+    assert valid[0], valid[1:]
+    env.server.messages.clear()
+    env.executor.execute(prompt, pid, {}, valid[2])
+    if not env.executor.success:
+        errs = [d for e, d in env.executor.status_messages if e == "execution_error"]
+        raise RuntimeError(errs[0]["exception_message"] if errs else "execution failed")
+    return env.executor.history_result["outputs"]

@@ -17,10 +17,7 @@ keeps serving the next prompt.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,52 +26,6 @@ torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 10
-
-
-class _Server:
-    """The few attributes PromptExecutor reads from ComfyUI's PromptServer."""
-
-    def __init__(self) -> None:
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata = {}
-        self.messages = []
-
-    def send_sync(self, event, data, sid=None):
-        self.messages.append((event, data))
-
-
-@pytest.fixture(scope="module")
-def comfy_env(comfy, tmp_path_factory):
-    import execution
-    import folder_paths
-    import nodes as comfy_nodes
-
-    base = tmp_path_factory.mktemp("comfy")
-    for sub in ("input", "output", "temp"):
-        (base / sub).mkdir()
-    folder_paths.set_input_directory(str(base / "input"))
-    folder_paths.set_output_directory(str(base / "output"))
-    folder_paths.set_temp_directory(str(base / "temp"))
-    if "DragonDiff_GuidedSampler" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        assert asyncio.run(comfy_nodes.load_custom_node(str(ROOT))), "the pack failed to load in ComfyUI"
-    server = _Server()
-    executor = execution.PromptExecutor(server, cache_type=False)
-    return SimpleNamespace(base=base, executor=executor, server=server, execution=execution, nodes=comfy_nodes)
-
-
-def _run(env, prompt: dict) -> dict:
-    """Validate and execute a prompt; returns history outputs or raises with ComfyUI's error."""
-    pid = str(uuid.uuid4())
-    valid = asyncio.run(env.execution.validate_prompt(pid, prompt, None))
-    assert valid[0], valid[1:]
-    env.server.messages.clear()
-    env.executor.execute(prompt, pid, {}, valid[2])
-    if not env.executor.success:
-        errs = [d for e, d in env.executor.status_messages if e == "execution_error"]
-        raise RuntimeError(errs[0]["exception_message"] if errs else "execution failed")
-    return env.executor.history_result["outputs"]
 
 
 def _saved(env, outputs: dict, node: str) -> np.ndarray:
@@ -143,7 +94,7 @@ def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
     g["edit"] = {"class_type": "DragonDiff_MoveEdit", "inputs": {"mask": ["mask", 0], "dx": dx, "dy": dy, "scale": 1.0}}
     g["edit_out"] = _sampler("edit")
     g.update(_save("edit_out", "move"))
-    got = _saved(comfy_env, _run(comfy_env, g), "save")
+    got = _saved(comfy_env, comfy_env.run(g), "save")
 
     backend, enc = load_shapes_backend()
     with backend:
@@ -177,7 +128,7 @@ def test_inverted_latent_reconstructs_through_comfyuis_own_sampler(comfy_env, mo
     g = _base_graph(image, move_case.scene.prompt())
     g["ks"] = _ksampler_advanced("model", "inv")
     g.update(_save("ks", "recon"))
-    got = _saved(comfy_env, _run(comfy_env, g), "save")
+    got = _saved(comfy_env, comfy_env.run(g), "save")
     # ComfyUI's DDIM from the inverted latent == the core's DDIM reconstruction (10 steps: ~26.7 dB
     # to the input; 50 steps give ~40 dB)
     from dragon_core import ddim
@@ -217,7 +168,7 @@ def test_cross_branch_attention_patch_works_with_comfyuis_ksampler(comfy_env, mo
         g[f"dec_{name}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"ks_{name}", 0], "vae": ["vae", 0]}}
         g[f"save_{name}"] = {"class_type": "SaveImage", "inputs": {"images": [f"dec_{name}", 0],
                                                                    "filename_prefix": f"xattn_{name}"}}
-    out = _run(comfy_env, g)
+    out = comfy_env.run(g)
     plain, patched = _saved(comfy_env, out, "save_plain"), _saved(comfy_env, out, "save_patched")
     original = case.scene.render()
     # measured: 22.9 vs 22.2 dB (this small model's colours follow the prompt's cross-attention)
@@ -274,7 +225,7 @@ def test_every_edit_node_runs_in_one_graph(comfy_env):
         g[f"s_{name}"] = _sampler(f"e_{name}")
         g[f"d_{name}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"s_{name}", 0], "vae": ["vae", 0]}}
         g[f"o_{name}"] = {"class_type": "SaveImage", "inputs": {"images": [f"d_{name}", 0], "filename_prefix": name}}
-    out = _run(comfy_env, g)
+    out = comfy_env.run(g)
     src = base.scene.render()
     for name in edits:
         img = _saved(comfy_env, out, f"o_{name}")
@@ -292,10 +243,10 @@ def test_bad_points_fail_with_a_named_error_and_the_next_prompt_runs(comfy_env, 
     g["out"] = _sampler("edit")
     g.update(_save("out", "bad"))
     with pytest.raises(RuntimeError) as e:
-        _run(comfy_env, g)
+        comfy_env.run(g)
     assert "points" in str(e.value) and needle in str(e.value)
     g["edit"]["inputs"]["points"] = "10,10,12,10"
-    assert _saved(comfy_env, _run(comfy_env, g), "save").shape == (32, 32, 3)
+    assert _saved(comfy_env, comfy_env.run(g), "save").shape == (32, 32, 3)
 
 
 def _pack(name: str):

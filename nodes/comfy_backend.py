@@ -1,0 +1,352 @@
+"""The core's backend on a ComfyUI MODEL: :class:`ComfyBackend`.
+
+:class:`ComfyBackend` implements ``dragon_core.backend.Backend`` on a
+``ModelPatcher`` **clone** of the user's MODEL. Everything it adds (patches,
+weight wrappers) lives on the clone; the user's patcher, its model options and
+its weights are never modified, and other nodes keep using them unchanged.
+
+Prediction
+    The core works in DDPM terms: ``z_t`` at timestep ``t`` (latents already
+    ``process_latent_in``'d). ComfyUI's models work in k-diffusion space: with
+    ``sigma = model_sampling.sigmas[t]`` and ``abar = 1 / (1 + sigma^2)`` the
+    model sees ``x = z_t / sqrt(abar)`` and returns the denoised ``x0``; for any
+    prediction type ``eps = (x - x0) / sigma``. ``alphas_cumprod`` is
+    ``1 / (1 + sigmas^2)`` of the model's (possibly object-patched)
+    ``model_sampling``, float64 on the CPU.
+
+Conditioning
+    ``cond`` is a ComfyUI CONDITIONING (``[[tensor, dict]]``; a bare context
+    tensor is accepted as ``[[tensor, {}]]``). It goes the way ComfyUI's own
+    samplers send it: ``comfy.sampler_helpers.convert_cond`` ->
+    ``comfy.samplers.process_conds`` (the model's ``extra_conds``: SDXL's pooled
+    ``y``, timestep ranges, masks, ...) -> ``comfy.samplers.calc_cond_batch``
+    (``model_function_wrapper``, CALC_COND_BATCH / APPLY_MODEL / DIFFUSION_MODEL
+    wrappers, the patcher's wrappers merged in as ``prepare_model_patcher``
+    does). That route is autograd-friendly (its in-place accumulation happens on
+    fresh tensors), so gradients use it too. Processed conditioning is cached
+    per CONDITIONING object and latent shape. Refused with a clear error, since
+    one hooked forward must see exactly the caller's batch and no untested
+    model: more than one entry, ``area`` (the forward would see a crop),
+    ``mask`` and timestep ranges (outside them a single entry predicts
+    nothing), ``control`` / ``gligen`` (extra models, not loaded or tested
+    here) and ``hooks`` (per-cond weight patching).
+
+Hooks
+    Self-attention: ``set_model_attn1_patch`` on the clone; the patch gets
+    ``n = norm1(x)`` and returns ``(n, k_in, v_in)`` when the core's hook supplies
+    K/V inputs. Decoder features: ``set_model_output_block_patch``; the core's
+    decoder level ``L`` (diffusers ``up_blocks[L]``) is ``h`` entering the first
+    output block of level ``L + 1``, found from the model's structure (the block
+    after each ``Upsample``; SD1.5: levels 0, 1, 2 -> ids 3, 6, 9; the shapes
+    model: 2, 4, 6). The last level's output never enters an output block, so
+    ``decoder_levels()`` is one less than diffusers' count (the energies use
+    levels 1 and 2). Step, branch and hooks travel per call in
+    ``transformer_options[TRANSFORMER_OPTIONS_KEY]``; the layer key is
+    ``LayerKey(kind, block id, block_index)`` from ``extra_options``. A
+    ``StopForward`` raised by a hook ends the forward; ``predict_eps`` returns None.
+
+Gradients under ComfyUI's executor (the choice made here)
+    ComfyUI runs nodes inside ``torch.inference_mode()`` and its loaders make the
+    weights inference tensors, which autograd refuses to save for backward
+    ("Inference tensors cannot be saved for backward"), whatever mode the call
+    runs in. Of the two verified fixes this backend uses **identity weight
+    wrappers on the clone** (``ModelPatcher.add_weight_wrapper``, the mechanism
+    ComfyUI's own training node uses): a module with a weight function gets its
+    weight through ``comfy.ops.cast_bias_weight`` as a fresh copy made in the
+    current mode, so a gradient pass (run under ``inference_mode(False)``) uses
+    normal tensors, while the user's parameters stay untouched and shared. The
+    alternative, parameter clones owned by the clone, needs a second model
+    object (a permanent second copy of the weights, and ComfyUI's memory
+    manager would load both). Cost: while a gradient pass is alive its weight
+    copies are kept for backward, about one extra copy of the UNet weights in
+    the model dtype (SD1.5 fp16: ~1.6 GiB) until the backward is done; a pass
+    without gradients copies one layer at a time (transient). The wrappers are
+    added on the first ``grad=True`` call (adding them changes the clone's
+    ``patches_uuid``, so ComfyUI reloads the weights once, re-applying LoRA
+    patches), and ``close()`` removes them from the modules. Gradients reach
+    ``z_t`` whether it is a normal tensor or an inference tensor that requires
+    grad; the computation that uses the features' graph (the energy) must run
+    outside inference mode or inside a hook.
+
+Devices and dtypes
+    ``comfy.model_management.load_models_gpu`` loads the clone before every call
+    (a no-op when it is loaded); inputs go to ``patcher.load_device`` in float32
+    and the model casts to its dtype (fp16 models work with the core's fp32).
+    eps comes back in ``z_t``'s dtype and device.
+
+ComfyUI is imported lazily: this module imports without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dragon_core.backend import BRANCHES, AttnCall, FeatureCall, LayerKey, StopForward, UNetHooks
+
+TRANSFORMER_OPTIONS_KEY = "dragon_diffusion"
+UNSUPPORTED_COND_KEYS = ("area", "mask", "control", "gligen", "hooks")
+
+
+@dataclass(frozen=True)
+class _CallState:
+    """What one predict_eps call hands its patches through transformer_options."""
+
+    step: int
+    branch: str
+    hooks: UNetHooks | None
+
+    def __deepcopy__(self, memo: dict) -> "_CallState":
+        return self  # shared, never copied: the hooks may hold a whole feature memory
+
+
+def _fresh_weight(w: torch.Tensor) -> torch.Tensor:
+    """Identity weight wrapper. Its presence makes ComfyUI's cast_bias_weight copy the
+    weight in the current autograd mode, which is all the gradient pass needs."""
+    return w
+
+
+def _attn1_patch(n, context_attn1, value_attn1, extra_options):
+    state = extra_options.get(TRANSFORMER_OPTIONS_KEY)
+    if state is None or state.hooks is None:
+        return n, context_attn1, value_attn1
+    kind, block = extra_options["block"]
+    key = LayerKey(kind, int(block), int(extra_options.get("block_index", 0)))
+    r = state.hooks.self_attention(AttnCall(key, state.step, state.branch), n)
+    if r is None:
+        return n, context_attn1, value_attn1
+    k_in, v_in = r
+    return n, k_in.to(n.dtype), v_in.to(n.dtype)
+
+
+def _output_block_patch(taps: dict[int, int]):
+    def patch(h, hsp, transformer_options):
+        state = transformer_options.get(TRANSFORMER_OPTIONS_KEY)
+        if state is not None and state.hooks is not None:
+            kind, block = transformer_options["block"]
+            level = taps.get(int(block)) if kind == "output" else None
+            if level is not None:
+                state.hooks.decoder_feature(FeatureCall(level, state.step, state.branch), h)
+        return h, hsp
+
+    return patch
+
+
+# -- model structure ----------------------------------------------------------------------------------
+
+
+def _self_attention_layers(unet: Any) -> list[LayerKey]:
+    """Every transformer self-attention of a ComfyUI UNetModel, in forward order."""
+    from comfy.ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
+
+    def in_block(kind: str, block_id: int, module: Any) -> list[LayerKey]:
+        keys = []
+        for m in module.modules():
+            if isinstance(m, SpatialTransformer):
+                for i, tb in enumerate(m.transformer_blocks):
+                    if isinstance(tb, BasicTransformerBlock) and not tb.disable_self_attn:
+                        keys.append(LayerKey(kind, block_id, i))
+        return keys
+
+    keys = [k for i, b in enumerate(unet.input_blocks) for k in in_block("input", i, b)]
+    if unet.middle_block is not None:
+        keys += in_block("middle", 0, unet.middle_block)
+    keys += [k for i, b in enumerate(unet.output_blocks) for k in in_block("output", i, b)]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two self-attention layers share a (kind, block, index) key; this UNet is not SD-like")
+    return keys
+
+
+def _feature_taps(unet: Any) -> dict[int, int]:
+    """{output block id: decoder level}: level L's output is h entering the block after
+    the L-th Upsample (the first output block of level L + 1)."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Upsample
+
+    ends = [i for i, blk in enumerate(unet.output_blocks) if any(isinstance(m, Upsample) for m in blk.modules())]
+    return {i + 1: level for level, i in enumerate(ends) if i + 1 < len(unet.output_blocks)}
+
+
+# -- the backend -------------------------------------------------------------------------------------------
+
+
+class ComfyBackend:
+    """dragon_core's Backend on a clone of a ComfyUI MODEL (``ModelPatcher``).
+
+    ``model`` is the user's patcher; it is cloned and never modified. Use as a
+    context manager or call :meth:`close` when done.
+    """
+
+    def __init__(self, model: Any) -> None:
+        import comfy.model_patcher
+
+        if not isinstance(model, comfy.model_patcher.ModelPatcher):
+            raise TypeError(f"ComfyBackend needs a ComfyUI MODEL (ModelPatcher), got {type(model).__name__}")
+        unet = getattr(model.model, "diffusion_model", None)
+        if unet is None or not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
+            raise NotImplementedError(
+                f"DragonDiffusion needs an SD-style UNet (input/middle/output blocks); this MODEL is "
+                f"{type(model.model).__name__} with {type(unet).__name__}")
+        self.patcher = model.clone()
+        self._layers = _self_attention_layers(unet)
+        self._taps = _feature_taps(unet)
+        if not self._taps:
+            raise NotImplementedError("this UNet has no upsampling output blocks to read decoder features from")
+        self.patcher.set_model_attn1_patch(_attn1_patch)
+        self.patcher.set_model_output_block_patch(_output_block_patch(dict(self._taps)))
+
+        ms = self.patcher.get_model_object("model_sampling")
+        if not hasattr(ms, "sigmas"):
+            raise NotImplementedError(f"{type(ms).__name__}: DragonDiffusion needs a discrete DDPM schedule (sigmas)")
+        self._sigmas = ms.sigmas.detach().to("cpu", torch.float64).clone()
+        self.alphas_cumprod = 1.0 / (1.0 + self._sigmas**2)
+        self.device = torch.device(self.patcher.load_device)
+        self.dtype = self.patcher.model_dtype()
+        self._grad_ready = False
+        self._cond_cache: dict[tuple, tuple[Any, list]] = {}
+        self._closed = False
+        self._load((1, unet.in_channels, 8, 8), grad=False)
+
+    # -- structure -----------------------------------------------------------------------------------
+    def decoder_self_attention_layers(self) -> list[LayerKey]:
+        return sorted(k for k in self._layers if k.kind == "output")
+
+    def self_attention_layers(self) -> list[LayerKey]:
+        """Every hooked self-attention layer (input, middle, output), in forward order."""
+        return list(self._layers)
+
+    def decoder_levels(self) -> int:
+        return len(self._taps)
+
+    def feature_block_ids(self) -> dict[int, int]:
+        """{decoder level: ComfyUI output block id whose input ``h`` is that level's output}."""
+        return {level: block for block, level in self._taps.items()}
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def _load(self, shape: tuple[int, ...], grad: bool) -> None:
+        import comfy.model_management as mm
+
+        # the sampler's estimate for one batch; a gradient pass keeps activations for backward (rough 3x)
+        need = self.patcher.model.memory_required(list(shape)) * (3 if grad else 1)
+        mm.load_models_gpu([self.patcher], memory_required=need)
+
+    def _enable_grad_weights(self) -> None:
+        """Identity wrappers on every weight and bias that ComfyUI's ops cast (see module doc)."""
+        uncovered = [n for n, m in self.patcher.model.named_modules() if not hasattr(m, "weight_function")
+                     for pn, p in m.named_parameters(recurse=False) if p.is_inference()]
+        if uncovered:
+            raise NotImplementedError(f"gradients through this model: inference-tensor parameters outside ComfyUI's "
+                                      f"ops cannot be wrapped: {uncovered[:5]}")
+        for name, m in self.patcher.model.named_modules():
+            if not hasattr(m, "weight_function"):
+                continue
+            if getattr(m, "weight", None) is not None:
+                self.patcher.add_weight_wrapper(f"{name}.weight", _fresh_weight)
+            if getattr(m, "bias", None) is not None:
+                self.patcher.add_weight_wrapper(f"{name}.bias", _fresh_weight)
+        self._grad_ready = True
+
+    # -- conditioning ------------------------------------------------------------------------------------
+    def _conds(self, cond: Any, x: torch.Tensor) -> list:
+        import comfy.sampler_helpers
+        import comfy.samplers
+
+        key = (id(cond), tuple(x.shape), str(x.device))
+        hit = self._cond_cache.get(key)
+        if hit is not None and hit[0] is cond:
+            return hit[1]
+        entries = [[cond, {}]] if isinstance(cond, torch.Tensor) else cond
+        if not isinstance(entries, (list, tuple)) or not entries or not all(
+                isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[1], dict) for e in entries):
+            raise TypeError("cond must be a ComfyUI CONDITIONING ([[tensor, dict], ...]) or a context tensor")
+        if len(entries) != 1:
+            raise ValueError(f"DragonDiffusion takes one conditioning entry per prompt, got {len(entries)} "
+                             f"(combined/concatenated conditioning is not supported)")
+        opts = entries[0][1]
+        bad = [k for k in UNSUPPORTED_COND_KEYS if opts.get(k) is not None]
+        if opts.get("start_percent", 0.0) > 0.0 or opts.get("end_percent", 1.0) < 1.0:
+            bad.append("a timestep range")  # outside it ComfyUI's batch would return no prediction at all
+        if bad:
+            raise ValueError(f"DragonDiffusion does not support conditioning with {', '.join(bad)} yet")
+        converted = comfy.sampler_helpers.convert_cond(entries)
+        conds = comfy.samplers.process_conds(self.patcher.model, x, {"positive": converted}, x.device)["positive"]
+        self._cond_cache[key] = (cond, conds)
+        return conds
+
+    def _model_options(self, state: _CallState) -> dict:
+        import comfy.model_patcher
+        import comfy.patcher_extension as pe
+
+        mo = comfy.model_patcher.create_model_options_clone(self.patcher.model_options)
+        to = mo.setdefault("transformer_options", {})
+        pe.merge_nested_dicts(to.setdefault("wrappers", {}), self.patcher.wrappers, copy_dict1=False)
+        pe.merge_nested_dicts(to.setdefault("callbacks", {}), self.patcher.callbacks, copy_dict1=False)
+        to[TRANSFORMER_OPTIONS_KEY] = state
+        return mo
+
+    # -- prediction --------------------------------------------------------------------------------------
+    def sigma(self, t: int) -> float:
+        """The model's sigma for DDPM timestep ``t``."""
+        return float(self._sigmas[int(t)])
+
+    def predict_eps(self, z_t: torch.Tensor, t: int, cond: Any, *, step: int, branch: str = "cond",
+                    hooks: UNetHooks | None = None, grad: bool = False) -> torch.Tensor | None:
+        import comfy.samplers
+
+        if self._closed:
+            raise RuntimeError("ComfyBackend is closed")
+        if z_t.ndim != 4:
+            raise ValueError(f"z_t must be (B, C, H, W), got shape {tuple(z_t.shape)}")
+        if branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+        if not 0 <= int(t) < len(self._sigmas):
+            raise ValueError(f"t must be a DDPM timestep in 0..{len(self._sigmas) - 1}, got {t}")
+        if grad and not self._grad_ready:
+            self._enable_grad_weights()
+        self._load(tuple(z_t.shape), grad)
+        s = self.sigma(t)
+        state = _CallState(int(step), branch, hooks)
+        mode = torch.inference_mode(False) if grad else contextlib.nullcontext()
+        self.patcher.pre_run()
+        try:
+            with mode, torch.set_grad_enabled(grad):
+                z = z_t.to(self.device, torch.float32)
+                if grad:
+                    z = z.clone()  # a graph edge to z_t even when z_t is an inference tensor
+                x = z * math.sqrt(1.0 + s * s)
+                conds = self._conds(cond, x)
+                sigma = torch.full((x.shape[0],), s, device=self.device, dtype=torch.float32)
+                denoised = comfy.samplers.calc_cond_batch(self.patcher.model, [conds], x, sigma,
+                                                          self._model_options(state))[0]
+                eps = (x - denoised) / s
+        except StopForward:
+            return None
+        finally:
+            self.patcher.cleanup()
+        return eps.to(device=z_t.device, dtype=z_t.dtype)
+
+    # -- lifetime -----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove the gradient weight wrappers from the shared modules and drop the caches.
+
+        The clone stays in ComfyUI's loaded-model list like any sampled clone; the
+        next load of the user's patcher re-loads its own state."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._grad_ready:
+            for m in self.patcher.model.modules():
+                for attr in ("weight_function", "bias_function"):
+                    fs = m.__dict__.get(attr)
+                    if fs and _fresh_weight in fs:
+                        setattr(m, attr, [f for f in fs if f is not _fresh_weight])
+        self._cond_cache.clear()
+
+    def __enter__(self) -> "ComfyBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,430 @@
+"""ComfyBackend (nodes/comfy_backend.py) against the diffusers reference backend,
+on the bundled shapes model loaded as a real ComfyUI MODEL (nodes/shapes_comfy.py).
+
+Every check runs the ComfyUI side inside ``torch.inference_mode()``, as ComfyUI's
+executor runs nodes, with the model loaded there too, so its weights are
+inference tensors as with ComfyUI's stock loaders. The diffusers reference runs
+in plain PyTorch.
+
+Run: ``COMFYUI_PATH=/path/to/ComfyUI OMP_NUM_THREADS=1 python -m pytest -q tests/integration``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from dragon_core.backend import Backend, StopForward, UNetHooks  # noqa: E402
+
+PROMPT = "flat, red square, blue disc"
+TIMESTEPS = (1, 250, 500, 999)
+EPS_TOL = 1e-4
+GRAD_RTOL = 1e-4
+
+
+# ----------------------------------------------------------------------------------
+# fixtures
+# ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference():
+    """The diffusers backend on the bundled model and its text encoder (plain PyTorch)."""
+    from dragon_core.diffusers_backend import load_shapes_backend
+
+    backend, encoder = load_shapes_backend()
+    yield backend, encoder
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def user_model(dragon_nodes):
+    """The user's MODEL, loaded as a node would load it (inside inference mode)."""
+    with torch.inference_mode():
+        return dragon_nodes.shapes_comfy.load_shapes_model()
+
+
+@pytest.fixture(scope="module")
+def conditioning(dragon_nodes):
+    with torch.inference_mode():
+        return dragon_nodes.shapes_comfy.encode_prompt(PROMPT), dragon_nodes.shapes_comfy.encode_prompt("")
+
+
+@pytest.fixture(scope="module")
+def backend(dragon_nodes, user_model):
+    with torch.inference_mode():
+        b = dragon_nodes.comfy_backend.ComfyBackend(user_model)
+    yield b
+    b.close()
+
+
+def _z(batch: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+class Recorder(UNetHooks):
+    """Copies of every self-attention input and decoder feature, by call."""
+
+    def __init__(self, stop_level: int | None = None) -> None:
+        self.n, self.h, self.stop_level = {}, {}, stop_level
+
+    def self_attention(self, call, n):
+        self.n[call] = n.detach().clone()
+
+    def decoder_feature(self, call, h):
+        self.h[call] = h.detach().clone()
+        if call.level == self.stop_level:
+            raise StopForward
+
+
+class MixKV(UNetHooks):
+    """Decoder K/V inputs = n plus a shuffled copy (different for K and V)."""
+
+    def self_attention(self, call, n):
+        if call.layer.kind != "output":
+            return None
+        return torch.cat([n, 0.5 * n.flip(1)], 1), torch.cat([n, n.roll(5, dims=1)], 1)
+
+
+class FeatureLoss(UNetHooks):
+    """A loss on a decoder feature, computed inside the forward (where autograd is on)."""
+
+    def __init__(self, level: int, keep: bool = False) -> None:
+        self.level, self.keep, self.loss, self.h = level, keep, None, None
+
+    def decoder_feature(self, call, h):
+        if call.level == self.level:
+            self.loss = (h.float() * torch.linspace(-1, 1, h.shape[1], device=h.device)[:, None, None]).square().mean()
+            if self.keep:
+                self.h = h
+
+
+# ----------------------------------------------------------------------------------
+# structure
+# ----------------------------------------------------------------------------------
+def test_backend_structure_matches_diffusers(backend, reference):
+    ref, _ = reference
+    assert isinstance(backend, Backend)
+    assert backend.decoder_self_attention_layers() == ref.decoder_self_attention_layers()
+    assert backend.self_attention_layers() == ref.self_attention_layers()
+    assert backend.decoder_levels() == 3 and ref.decoder_levels() == 4  # the last level never enters an output block
+    assert backend.feature_block_ids() == {0: 2, 1: 4, 2: 6}
+    assert backend.alphas_cumprod.dtype == torch.float64 and backend.alphas_cumprod.device.type == "cpu"
+    assert torch.allclose(backend.alphas_cumprod, ref.alphas_cumprod, rtol=1e-6, atol=0)
+
+
+def test_structure_is_read_from_the_model_sd15_topology(comfy, dragon_nodes):
+    """Layer keys and feature taps come from the UNet's structure: an SD1.5-topology
+    UNet (2 res blocks per level, no attention at the lowest level) gives SD1.5's ids."""
+    cfg = {
+        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+        "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+        "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+        "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1][::-1], "channel_mult": [1, 2, 2, 2],
+        "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 32,
+        "use_temporal_resblock": False, "use_temporal_attention": False,
+    }
+    with torch.inference_mode():
+        model = comfy.supported_models.SD15(cfg).get_model({})
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                                   offload_device=torch.device("cpu"))
+        with dragon_nodes.comfy_backend.ComfyBackend(patcher) as b:
+            keys = [(k.kind, k.block) for k in b.self_attention_layers()]
+            assert keys == [("input", i) for i in (1, 2, 4, 5, 7, 8)] + [("middle", 0)] + \
+                [("output", i) for i in range(3, 12)]
+            assert b.feature_block_ids() == {0: 3, 1: 6, 2: 9}
+            assert b.decoder_levels() == 3
+
+
+# ----------------------------------------------------------------------------------
+# eps
+# ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch", (1, 2))
+@pytest.mark.parametrize("branch", ("cond", "uncond"))
+def test_eps_matches_diffusers(backend, reference, conditioning, batch, branch):
+    ref, encoder = reference
+    cond = conditioning[0] if branch == "cond" else conditioning[1]
+    ctx = encoder.encode(PROMPT if branch == "cond" else "")
+    for t in TIMESTEPS:
+        z = _z(batch, t)
+        with torch.inference_mode():
+            eps = backend.predict_eps(z, t, cond, step=3, branch=branch)
+        eps_ref = ref.predict_eps(z, t, ctx, step=3, branch=branch)
+        assert eps.shape == z.shape and eps.dtype == z.dtype
+        assert eps_ref.abs().max() > 0.1
+        assert (eps - eps_ref).abs().max().item() < EPS_TOL, t
+
+
+def test_fp16_model_with_fp32_core(dragon_nodes, reference, conditioning):
+    """fp16 weights (ComfyUI casts them for compute on the CPU): the core's fp32 latents work,
+    eps comes back in fp32, gradients flow."""
+    ref, encoder = reference
+    z = _z(1, 21)
+    with torch.inference_mode():
+        patcher = dragon_nodes.shapes_comfy.load_shapes_model(dtype=torch.float16)
+        assert patcher.model_dtype() == torch.float16
+        with dragon_nodes.comfy_backend.ComfyBackend(patcher) as b:
+            eps = b.predict_eps(z, 400, conditioning[0], step=0)
+            zg = z.clone().requires_grad_(True)
+            hook = FeatureLoss(1)
+            b.predict_eps(zg, 400, conditioning[0], step=0, hooks=hook, grad=True)
+            (g,) = torch.autograd.grad(hook.loss, zg)
+    assert eps.dtype == torch.float32
+    assert (eps - ref.predict_eps(z, 400, encoder.encode(PROMPT), step=0)).abs().max().item() < EPS_TOL
+    assert g.abs().max() > 0
+
+
+def test_any_prediction_type_via_denoised(dragon_nodes, reference, conditioning, tmp_path):
+    """The same weights declared v-prediction: eps = sqrt(abar) v + sqrt(1 - abar) z_t from the raw output."""
+    import json
+    import math
+
+    from dragon_core.shapes_model import ASSET_DIR
+
+    cfg = json.loads((ASSET_DIR / "config.json").read_text())
+    cfg["schedule"]["prediction_type"] = "v_prediction"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "unet.safetensors").symlink_to(ASSET_DIR / "unet.safetensors")
+    ref, encoder = reference
+    z = _z(2, 8)
+    with torch.inference_mode():
+        patcher = dragon_nodes.shapes_comfy.load_shapes_model(tmp_path)
+        with dragon_nodes.comfy_backend.ComfyBackend(patcher) as b:
+            eps = {t: b.predict_eps(z, t, conditioning[0], step=0) for t in (250, 500, 999)}
+    for t, e in eps.items():
+        v = ref.predict_eps(z, t, encoder.encode(PROMPT), step=0)  # the raw UNet output
+        ab = float(ref.alphas_cumprod[t])
+        assert (e - (math.sqrt(ab) * v + math.sqrt(1 - ab) * z)).abs().max().item() < EPS_TOL, t
+
+
+# ----------------------------------------------------------------------------------
+# hooks
+# ----------------------------------------------------------------------------------
+def test_hooks_see_the_same_layers_and_tensors(backend, reference, conditioning):
+    ref, encoder = reference
+    z = _z(2, 5)
+    rc, rd = Recorder(), Recorder()
+    with torch.inference_mode():
+        backend.predict_eps(z, 600, conditioning[1], step=7, branch="uncond", hooks=rc)
+    ref.predict_eps(z, 600, encoder.encode(""), step=7, branch="uncond", hooks=rd)
+    assert set(rc.n) == set(rd.n)  # same AttnCalls: layer keys, step, branch
+    assert {(c.step, c.branch) for c in rc.n} == {(7, "uncond")}
+    for call, n in rd.n.items():
+        assert rc.n[call].shape == n.shape and (rc.n[call] - n).abs().max().item() < 1e-4, call
+    assert {c.level for c in rc.h} == {0, 1, 2} and {c.level for c in rd.h} == {0, 1, 2, 3}
+    for call, h in rc.h.items():
+        assert h.shape == rd.h[call].shape and (h - rd.h[call]).abs().max().item() < 1e-4, call
+
+
+def test_kv_inputs_from_a_hook_change_the_output_identically(backend, reference, conditioning):
+    ref, encoder = reference
+    z = _z(2, 9)
+    with torch.inference_mode():
+        plain = backend.predict_eps(z, 500, conditioning[0], step=0)
+        mixed = backend.predict_eps(z, 500, conditioning[0], step=0, hooks=MixKV())
+    mixed_ref = ref.predict_eps(z, 500, encoder.encode(PROMPT), step=0, hooks=MixKV())
+    assert (mixed - plain).abs().max() > 1e-2
+    assert (mixed - mixed_ref).abs().max().item() < EPS_TOL
+
+
+def test_stop_forward_returns_none_and_skips_the_rest(backend, reference, conditioning):
+    ref, encoder = reference
+    z = _z(1, 2)
+    rc, rd = Recorder(stop_level=1), Recorder(stop_level=1)
+    with torch.inference_mode():
+        assert backend.predict_eps(z, 300, conditioning[0], step=1, hooks=rc) is None
+        assert backend.predict_eps(z, 300, conditioning[0], step=1) is not None  # nothing left behind
+    assert ref.predict_eps(z, 300, encoder.encode(PROMPT), step=1, hooks=rd) is None
+    assert set(rc.n) == set(rd.n) and set(rc.h) == set(rd.h)
+    assert max(c.layer.block for c in rc.n if c.layer.kind == "output") == 3  # output blocks 4, 5 never ran
+
+
+# ----------------------------------------------------------------------------------
+# gradients under inference mode
+# ----------------------------------------------------------------------------------
+def _reference_grad(ref, encoder, z, level):
+    zg = z.clone().requires_grad_(True)
+    hook = FeatureLoss(level)
+    ref.predict_eps(zg, 500, encoder.encode(PROMPT), step=0, hooks=hook, grad=True)
+    return torch.autograd.grad(hook.loss, zg)[0]
+
+
+def test_naive_gradients_fail_on_these_weights(dragon_nodes, conditioning):
+    """Guard: with inference-tensor weights from the loader, a plain gradient pass fails (what the backend fixes).
+    A fresh model: the shared one may carry a backend's gradient wrappers while that backend is open."""
+    with torch.inference_mode():
+        model = dragon_nodes.shapes_comfy.load_shapes_model().model
+        with torch.inference_mode(False), torch.enable_grad():
+            x = _z(1, 0).requires_grad_(True)
+            sigma = model.model_sampling.sigmas[500].reshape(1).clone()
+            with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
+                out = model.apply_model(x, sigma, c_crossattn=conditioning[0][0][0][None].clone())
+                out.square().mean().backward()
+
+
+@pytest.mark.parametrize("level", (1, 2))
+def test_gradient_to_an_inference_tensor_latent_inside_inference_mode(backend, reference, conditioning, level):
+    """The hardest case: caller, latent, conditioning and weights all in inference mode; the
+    loss is taken inside the forward (a hook), the gradient asked for in inference mode."""
+    ref, encoder = reference
+    z = _z(1, 13)
+    with torch.inference_mode():
+        zi = z.clone().requires_grad_(True)
+        assert zi.is_inference()
+        hook = FeatureLoss(level)
+        eps = backend.predict_eps(zi, 500, conditioning[0], step=0, hooks=hook, grad=True)
+        (g,) = torch.autograd.grad(hook.loss, zi)
+    g_ref = _reference_grad(ref, encoder, z, level)
+    assert eps.requires_grad and g_ref.abs().max() > 0
+    assert (g - g_ref).abs().max().item() < GRAD_RTOL * g_ref.abs().max().item()
+
+
+def test_gradient_when_the_caller_leaves_inference_mode(backend, reference, conditioning):
+    """What the editing sampler does: a normal leaf, the loss computed after predict_eps returns."""
+    ref, encoder = reference
+    z = _z(1, 17)
+    with torch.inference_mode():
+        with torch.inference_mode(False):
+            zg = z.clone().requires_grad_(True)
+            hook = FeatureLoss(2, keep=True)
+            eps = backend.predict_eps(zg, 500, conditioning[0], step=0, hooks=hook, grad=True)
+            loss = (hook.h * torch.linspace(-1, 1, hook.h.shape[1])[:, None, None]).square().mean()
+            (g,) = torch.autograd.grad(loss, zg)
+    g_ref = _reference_grad(ref, encoder, z, 2)
+    assert not eps.is_inference()
+    assert (g - g_ref).abs().max().item() < GRAD_RTOL * g_ref.abs().max().item()
+
+
+# ----------------------------------------------------------------------------------
+# the user's MODEL and the caller's tensors are left alone
+# ----------------------------------------------------------------------------------
+def _sample(patcher, positive, negative):
+    """A 4-step KSampler run (euler) of the patcher, as the KSampler node does it."""
+    import comfy.sample
+
+    latent = torch.zeros(1, 3, 32, 32)
+    noise = comfy.sample.prepare_noise(latent, 7)
+    return comfy.sample.sample(patcher, noise, 4, 2.0, "euler", "normal", positive, negative, latent,
+                               disable_pbar=True, seed=7)
+
+
+def test_user_patcher_and_inputs_are_unchanged(comfy, dragon_nodes, user_model, conditioning):
+    cond, uncond = conditioning
+    with torch.inference_mode():
+        options_before = copy.deepcopy(user_model.model_options)
+        uuid_before, wrappers_before = user_model.patches_uuid, dict(user_model.weight_wrapper_patches)
+        weights_before = {k: v.clone() for k, v in user_model.model.state_dict().items()}
+        samples_before = _sample(user_model, cond, uncond)
+        cond_before, z = cond[0][0].clone(), _z(1, 4)
+        z_before = z.clone()
+
+        b = dragon_nodes.comfy_backend.ComfyBackend(user_model)
+        b.predict_eps(z, 700, cond, step=0, hooks=MixKV())
+        zg = z.clone().requires_grad_(True)
+        hook = FeatureLoss(1)
+        b.predict_eps(zg, 700, cond, step=0, hooks=hook, grad=True)
+        torch.autograd.grad(hook.loss, zg)
+        # the user's model samples identically while the backend is alive, and the backend still works after
+        assert torch.equal(_sample(user_model, cond, uncond), samples_before)
+        eps_again = b.predict_eps(z, 700, cond, step=0, hooks=MixKV())
+        assert eps_again is not None and torch.isfinite(eps_again).all()
+        b.close()
+
+        assert torch.equal(z, z_before) and torch.equal(cond[0][0], cond_before) and cond[0][1] == {}
+        assert user_model.model_options == options_before
+        assert "patches" not in user_model.model_options["transformer_options"]
+        assert user_model.patches_uuid == uuid_before and user_model.weight_wrapper_patches == wrappers_before
+        after = user_model.model.state_dict()
+        assert set(after) == set(weights_before)
+        assert all(torch.equal(after[k], v) for k, v in weights_before.items())
+        assert not any(dragon_nodes.comfy_backend._fresh_weight in m.__dict__.get("weight_function", ())
+                       for m in user_model.model.modules())
+        assert torch.equal(_sample(user_model, cond, uncond), samples_before)
+
+
+def test_conditioning_it_cannot_honour_is_refused(backend, conditioning):
+    cond = conditioning[0]
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="one conditioning entry"):
+            backend.predict_eps(_z(1, 0), 500, cond + cond, step=0)
+        with pytest.raises(ValueError, match="area"):
+            backend.predict_eps(_z(1, 0), 500, [[cond[0][0], {"area": (16, 16, 0, 0)}]], step=0)
+        with pytest.raises(ValueError, match="timestep range"):
+            backend.predict_eps(_z(1, 0), 500, [[cond[0][0], {"start_percent": 0.5}]], step=0)
+        with pytest.raises(TypeError, match="CONDITIONING"):
+            backend.predict_eps(_z(1, 0), 500, "flat, red square", step=0)
+
+
+# ----------------------------------------------------------------------------------
+# end to end: inversion with memory + a guided Move edit
+# ----------------------------------------------------------------------------------
+STEPS = 10
+
+
+def _move_case():
+    from dragon_core.bench import make_case
+    from dragon_core.editing import Move, default_settings
+    from dragon_core.images import array_to_tensor
+    from dragon_core.shapes_model import EDIT_DEFAULTS
+
+    case = make_case("move", 0).edit_case
+    mask = torch.from_numpy(case.scene.masks()[case.index].astype("float32"))
+    return (case, array_to_tensor(case.scene.render()), Move(mask, case.dx, case.dy, case.scale),
+            default_settings("move", EDIT_DEFAULTS))
+
+
+def _edit(backend, image, edit, settings, cond, uncond):
+    from dragon_core.editing import plan_edit, run_edit
+    from dragon_core.memory import invert_with_memory
+
+    memory = invert_with_memory(backend, image, cond, steps=STEPS, spacing="comfy_uniform")
+    # A node must plan and sample outside inference mode: run_edit takes gradients itself
+    # (see test_run_edit_inside_inference_mode_keeps_its_guidance).
+    with torch.inference_mode(False):
+        result = run_edit(backend, memory, plan_edit(edit, memory, settings), cond, uncond, settings)
+    return memory, result
+
+
+@pytest.fixture(scope="module")
+def reference_edit(reference):
+    ref, encoder = reference
+    case, image, edit, settings = _move_case()
+    return _edit(ref, image, edit, settings, encoder.encode(case.scene.prompt()), encoder.encode(""))
+
+
+def test_move_edit_matches_diffusers(dragon_nodes, user_model, reference_edit):
+    case, image, edit, settings = _move_case()
+    sc = dragon_nodes.shapes_comfy
+    with torch.inference_mode():
+        cond, uncond = sc.encode_prompt(case.scene.prompt()), sc.encode_prompt("")
+        with dragon_nodes.comfy_backend.ComfyBackend(user_model) as b:
+            memory, result = _edit(b, image, edit, settings, cond, uncond)
+    ref_memory, ref_result = reference_edit
+    assert result.stats["guided_steps"] > 0 and result.stats["forward_grad"] == ref_result.stats["forward_grad"]
+    assert set(memory.kv) == set(ref_memory.kv) and set(memory.features) == set(ref_memory.features)
+    traj_diff = (memory.trajectory.latents - ref_memory.trajectory.latents).abs().max().item()
+    edit_diff = (result.latent - ref_result.latent).abs().max().item()
+    change = (ref_result.latent - image).abs().max().item()
+    print(f"\nmove edit, {STEPS} steps: trajectory max diff {traj_diff:.2e}, edited image max diff {edit_diff:.2e} "
+          f"(the edit changes pixels by up to {change:.2f})")
+    assert change > 0.5  # the edit did something, so the comparison means something
+    assert traj_diff < 1e-3
+    assert edit_diff < 1e-3
+
+
+def test_run_edit_inside_inference_mode_keeps_its_guidance(dragon_nodes, user_model, reference_edit):
+    from dragon_core.editing import plan_edit, run_edit
+
+    case, image, edit, settings = _move_case()
+    ref_memory, ref_result = reference_edit
+    sc = dragon_nodes.shapes_comfy
+    with torch.inference_mode():
+        cond, uncond = sc.encode_prompt(case.scene.prompt()), sc.encode_prompt("")
+        with dragon_nodes.comfy_backend.ComfyBackend(user_model) as b:
+            from dragon_core.memory import invert_with_memory
+
+            memory = invert_with_memory(b, image, cond, steps=STEPS, spacing="comfy_uniform")
+            result = run_edit(b, memory, plan_edit(edit, memory, settings), cond, uncond, settings)
+    assert (result.latent - ref_result.latent).abs().max().item() < 1e-3
