@@ -135,45 +135,90 @@ def preview(w: Workflow, pos, image: Node, slot: int = 0, title: str | None = No
 
 # -- workflows ------------------------------------------------------------------------------------------------
 
-def _shapes_base(seed: int, obj: int = 0):
+def move_edit(w: Workflow, pos, mask: Node, mask_slot: int, dx: int, dy: int, scale: float) -> Node:
+    n = w.add("DragonDiff_MoveEdit", pos, [dx, dy, scale], [("mask", "MASK"), ("inpaint_region", "MASK")],
+              [("edit", "DRAGON_EDIT")])
+    w.link(mask, mask_slot, n, "mask")
+    return n
+
+
+def points_edit(w: Workflow, pos, kind: str, image: Node, points: str) -> Node:
+    if kind == "drag":
+        n = w.add("DragonDiff_DragEdit", pos, [points], [("image", "IMAGE"), ("mask", "MASK")],
+                  [("edit", "DRAGON_EDIT")], (300, 150))
+    else:
+        n = w.add("DragonDiff_PointSetEdit", pos, [points], [("image", "IMAGE")], [("edit", "DRAGON_EDIT")],
+                  (300, 150))
+    w.link(image, 0, n, "image")
+    return n
+
+
+def appearance_edit(w: Workflow, pos, mask: Node, mask_slot: int, ref_inv: Node, ref_mask: Node,
+                    ref_slot: int) -> Node:
+    n = w.add("DragonDiff_AppearanceEdit", pos, [],
+              [("mask", "MASK"), ("reference_memory", "DRAGON_MEMORY"), ("reference_mask", "MASK")],
+              [("edit", "DRAGON_EDIT")], (300, 80))
+    w.link(mask, mask_slot, n, "mask")
+    w.link(ref_inv, 1, n, "reference_memory")
+    w.link(ref_mask, ref_slot, n, "reference_mask")
+    return n
+
+
+def paste_edit(w: Workflow, pos, src_inv: Node, mask: Node, mask_slot: int, dx: int, dy: int, scale: float) -> Node:
+    n = w.add("DragonDiff_PasteEdit", pos, [dx, dy, scale], [("source_memory", "DRAGON_MEMORY"), ("mask", "MASK")],
+              [("edit", "DRAGON_EDIT")])
+    w.link(src_inv, 1, n, "source_memory")
+    w.link(mask, mask_slot, n, "mask")
+    return n
+
+
+# the demo scenes (DragonDiff_ShapesScene seeds) and what each edit does to them
+DEMO = {
+    "move": dict(seed=3, edit=dict(dx=10, dy=-6, scale=1.0)),  # the yellow triangle to the right and up
+    "resize": dict(seed=8, edit=dict(dx=0, dy=0, scale=1.3)),  # the red diamond 30% larger
+    "drag": dict(seed=3, points="10,20,17,16"),  # drag the triangle's centre up and right
+    "points": dict(seed=8, points="11,14,9,14; 19,14,21,14"),  # stretch the diamond sideways
+    "appearance": dict(seed=2, reference=8),  # the blue triangle takes the red diamond's look
+    "paste": dict(seed=2, reference=8, edit=dict(dx=-6, dy=-5, scale=1.0)),  # the red diamond into the scene
+}
+
+
+def shapes_demo(kind: str) -> dict:
+    d = DEMO[kind]
     w = Workflow()
     model = shapes_model(w, (20, 40))
-    scene = shapes_scene(w, (20, 150), seed, obj)
+    scene = shapes_scene(w, (20, 150), d["seed"])
     neg = shapes_prompt(w, (20, 330), "", "Negative (empty)")
     vae = vae_loader(w, (20, 460))
     lat = vae_encode(w, (360, 150), scene, 0, vae)
     inv = inversion(w, (360, 260), model, lat, scene, 2)
     preview(w, (360, 440), scene, 0, "Input")
-    return w, model, scene, neg, vae, inv
-
-
-def shapes_move() -> dict:
-    w, model, scene, neg, vae, inv = _shapes_base(seed=3)
-    edit = w.add("DragonDiff_MoveEdit", (700, 40), [6, 4, 1.0], [("mask", "MASK"), ("inpaint_region", "MASK")],
-                 [("edit", "DRAGON_EDIT")])
-    w.link(scene, 1, edit, "mask")
-    out = guided_sampler(w, (700, 210), model, scene, 2, neg, inv, edit)
-    decode_and_show(w, (1050, 40), out, vae, "dragon_move")
-    return w.to_json()
-
-
-def shapes_drag() -> dict:
-    w, model, scene, neg, vae, inv = _shapes_base(seed=3)
-    edit = w.add("DragonDiff_DragEdit", (700, 40), ["9,9,15,12"], [("image", "IMAGE"), ("mask", "MASK")],
-                 [("edit", "DRAGON_EDIT")], (300, 150))
-    w.link(scene, 0, edit, "image")
+    if "reference" in d:
+        ref = shapes_scene(w, (20, 580), d["reference"])
+        rlat = vae_encode(w, (360, 720), ref, 0, vae)
+        rinv = inversion(w, (360, 800), model, rlat, ref, 2)
+        preview(w, (20, 760), ref, 0, "Reference")
+    if kind in ("move", "resize"):
+        edit = move_edit(w, (700, 40), scene, 1, **d["edit"])
+    elif kind in ("drag", "points"):
+        edit = points_edit(w, (700, 40), kind, scene, d["points"])
+    elif kind == "appearance":
+        edit = appearance_edit(w, (700, 40), scene, 1, rinv, ref, 1)
+    else:
+        edit = paste_edit(w, (700, 40), rinv, ref, 1, **d["edit"])
     out = guided_sampler(w, (700, 230), model, scene, 2, neg, inv, edit)
-    decode_and_show(w, (1050, 40), out, vae, "dragon_drag")
+    decode_and_show(w, (1050, 40), out, vae, f"dragon_{kind}")
     return w.to_json()
 
 
-def sd15_move() -> dict:
-    """Stock loaders: a Stable Diffusion 1.5 checkpoint, a photo and a painted mask."""
+def sd15(kind: str) -> dict:
+    """Stock loaders: a Stable Diffusion 1.5 checkpoint, a photo with its mask painted in
+    LoadImage's mask editor (and a reference photo for appearance / paste)."""
     w = Workflow()
     ckpt = w.add("CheckpointLoaderSimple", (20, 40), ["v1-5-pruned-emaonly.safetensors"], [],
                  [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], (320, 100))
     img = w.add("LoadImage", (20, 180), ["example.png", "image"], [], [("IMAGE", "IMAGE"), ("MASK", "MASK")],
-                (320, 330), "Load image (paint the object's mask in the mask editor)")
+                (320, 330), "Image (paint the object's mask in the mask editor)")
     pos = w.add("CLIPTextEncode", (360, 40), ["a photo"], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")],
                 (320, 110), "Prompt describing the image")
     w.link(ckpt, 1, pos, "clip")
@@ -182,23 +227,33 @@ def sd15_move() -> dict:
     w.link(ckpt, 1, neg, "clip")
     lat = vae_encode(w, (360, 320), img, 0, ckpt, vae_slot=2)
     inv = inversion(w, (360, 400), ckpt, lat, pos, 0)
-    edit = w.add("DragonDiff_MoveEdit", (700, 40), [64, 0, 1.0], [("mask", "MASK"), ("inpaint_region", "MASK")],
-                 [("edit", "DRAGON_EDIT")])
-    w.link(img, 1, edit, "mask")
+    if kind in ("appearance", "paste"):
+        ref = w.add("LoadImage", (20, 540), ["example.png", "image"], [], [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+                    (320, 330), "Reference image (same size; paint its object's mask)")
+        rlat = vae_encode(w, (360, 600), ref, 0, ckpt, vae_slot=2)
+        rinv = inversion(w, (360, 680), ckpt, rlat, pos, 0)
+    if kind == "move":
+        edit = move_edit(w, (700, 40), img, 1, 64, 0, 1.0)
+    elif kind == "resize":
+        edit = move_edit(w, (700, 40), img, 1, 0, 0, 1.25)
+    elif kind == "drag":
+        edit = points_edit(w, (700, 40), "drag", img, "200,256,260,256")
+    elif kind == "appearance":
+        edit = appearance_edit(w, (700, 40), img, 1, rinv, ref, 1)
+    else:
+        edit = paste_edit(w, (700, 40), rinv, ref, 1, 0, 0, 1.0)
     out = guided_sampler(w, (700, 210), ckpt, pos, 0, neg, inv, edit)
     d = w.add("VAEDecode", (1050, 40), [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (200, 50))
     w.link(out, 0, d, "samples")
     w.link(ckpt, 2, d, "vae")
-    s = w.add("SaveImage", (1280, 40), ["dragon_move_sd15"], [("images", "IMAGE")], [], (400, 400))
+    s = w.add("SaveImage", (1280, 40), [f"dragon_{kind}_sd15"], [("images", "IMAGE")], [], (400, 400))
     w.link(d, 0, s, "images")
     return w.to_json()
 
 
-WORKFLOWS = {
-    "dragon_move_shapes_demo.json": shapes_move,
-    "dragon_drag_shapes_demo.json": shapes_drag,
-    "dragon_move_sd15.json": sd15_move,
-}
+WORKFLOWS = {f"dragon_{k}_shapes_demo.json": (lambda k=k: shapes_demo(k)) for k in DEMO}
+WORKFLOWS.update({f"dragon_{k}_sd15.json": (lambda k=k: sd15(k)) for k in ("move", "resize", "drag", "appearance",
+                                                                              "paste")})
 
 
 def main() -> None:
