@@ -265,3 +265,103 @@ def test_memory_from_another_model_is_refused(comfy_env, move_case):
         assert sampler_nodes.check_memory_for(model_a.clone(), memory, "memory", "node") is memory
         with pytest.raises(ValueError, match="memory was inverted with another model"):
             sampler_nodes.check_memory_for(model_b, memory, "memory", "node")
+
+
+class _Fingerprint:
+    """A test-only output node: records copies of the cached inputs it is given."""
+
+    seen: dict = {}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "mask": ("MASK",), "latent": ("LATENT",), "model": ("MODEL",),
+                             "tag": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def run(self, image, mask, latent, model, tag):
+        import copy
+
+        with torch.inference_mode(False):
+            _Fingerprint.seen[tag] = {
+                "image": image.clone(), "mask": mask.clone(), "latent": latent["samples"].clone(),
+                "model_object": model.model, "options": repr(copy.deepcopy(model.model_options)),
+                "patches": sorted(model.patches), "uuid": model.patches_uuid,
+                "weights": {k: v.clone() for k, v in model.model.state_dict().items()},
+            }
+        return ()
+
+
+def test_cached_inputs_and_the_model_are_unchanged_by_every_node(comfy_env):
+    """Prompt 1 records the cached IMAGE, MASK, LATENT and MODEL; prompt 2 runs every
+    node of the pack on them (inversion, all edits, the sampler, the attention patch);
+    prompt 3 records the same cached objects again: bitwise equal, same model state."""
+    comfy_env.nodes.NODE_CLASS_MAPPINGS["DragonTest_Fingerprint"] = _Fingerprint
+    base = {
+        "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
+        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 4, "object": 1}},
+        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 8, "object": 0}},
+        "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
+        "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},
+        "rlat": {"class_type": "VAEEncode", "inputs": {"pixels": ["ref", 0], "vae": ["vae", 0]}},
+    }
+
+    def fingerprint(tag):
+        return {"fp": {"class_type": "DragonTest_Fingerprint",
+                       "inputs": {"image": ["scene", 0], "mask": ["scene", 1], "latent": ["lat", 0],
+                                  "model": ["model", 0], "tag": tag}}}
+
+    comfy_env.run({**base, **fingerprint("before")})
+    work = {
+        "inv": {"class_type": "DragonDiff_Inversion",
+                "inputs": {"model": ["model", 0], "latent": ["lat", 0], "positive": ["scene", 2], "steps": 6}},
+        "rinv": {"class_type": "DragonDiff_Inversion",
+                 "inputs": {"model": ["model", 0], "latent": ["rlat", 0], "positive": ["ref", 2], "steps": 6}},
+        "e_move": {"class_type": "DragonDiff_MoveEdit",
+                   "inputs": {"mask": ["scene", 1], "dx": 2, "dy": 1, "scale": 1.1, "inpaint_region": ["scene", 1]}},
+        "e_drag": {"class_type": "DragonDiff_DragEdit",
+                   "inputs": {"image": ["scene", 0], "points": "16,21,18,21", "mask": ["scene", 1]}},
+        "e_points": {"class_type": "DragonDiff_PointSetEdit", "inputs": {"image": ["scene", 0],
+                                                                        "points": "16,21,17,21;12,21,11,21"}},
+        "e_app": {"class_type": "DragonDiff_AppearanceEdit",
+                  "inputs": {"mask": ["scene", 1], "reference_memory": ["rinv", 1], "reference_mask": ["ref", 1]}},
+        "e_paste": {"class_type": "DragonDiff_PasteEdit",
+                    "inputs": {"source_memory": ["rinv", 1], "mask": ["ref", 1], "dx": 0, "dy": 0, "scale": 1.0}},
+        "patched": {"class_type": "DragonDiff_CrossBranchAttention",
+                    "inputs": {"model": ["model", 0], "memory": ["inv", 1], "mode": "concat", "start_step": 0,
+                               "end_step": -1}},
+        "ks": {"class_type": "KSamplerAdvanced",
+               "inputs": {"model": ["patched", 0], "add_noise": "disable", "noise_seed": 0, "steps": 6, "cfg": 1.0,
+                          "sampler_name": "ddim", "scheduler": "ddim_uniform", "positive": ["scene", 2],
+                          "negative": ["neg", 0], "latent_image": ["inv", 0], "start_at_step": 0,
+                          "end_at_step": 10000, "return_with_leftover_noise": "disable"}},
+        "d_ks": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
+        "o_ks": {"class_type": "SaveImage", "inputs": {"images": ["d_ks", 0], "filename_prefix": "fp_ks"}},
+    }
+    for name in ("move", "drag", "points", "app", "paste"):
+        work[f"s_{name}"] = {"class_type": "DragonDiff_GuidedSampler",
+                             "inputs": {"model": ["model", 0], "positive": ["scene", 2], "negative": ["neg", 0],
+                                        "memory": ["inv", 1], "edit": [f"e_{name}", 0], "seed": 0, "cfg": 2.0,
+                                        "energy_scale": -1.0, "guidance_end": -1.0, "flexibility": 0.3,
+                                        "cross_attention": True}}
+        work[f"d_{name}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"s_{name}", 0], "vae": ["vae", 0]}}
+        work[f"o_{name}"] = {"class_type": "SaveImage", "inputs": {"images": [f"d_{name}", 0],
+                                                                   "filename_prefix": f"fp_{name}"}}
+    def cached_nodes():
+        return {n for e, d in comfy_env.executor.status_messages if e == "execution_cached" for n in d["nodes"]}
+
+    comfy_env.run({**base, **work})
+    assert {"model", "scene", "lat"} <= cached_nodes()  # prompt 2 got the very objects prompt 1 recorded
+    comfy_env.run({**base, **fingerprint("after")})
+    assert {"model", "scene", "lat"} <= cached_nodes()
+    a, b = _Fingerprint.seen["before"], _Fingerprint.seen["after"]
+    for k in ("image", "mask", "latent"):
+        assert torch.equal(a[k], b[k]), k
+    assert a["model_object"] is b["model_object"]  # the cached MODEL itself, not a reload
+    assert (a["options"], a["patches"], a["uuid"]) == (b["options"], b["patches"], b["uuid"])
+    assert a["weights"].keys() == b["weights"].keys()
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
