@@ -20,12 +20,12 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 
 
-def spec_from_class(cls) -> dict:
-    """A node spec from a ComfyUI node class (classic or schema API)."""
-    it = cls.INPUT_TYPES()
+def spec_from_input_types(input_types: dict, outputs: list) -> dict:
+    """A node spec from ``INPUT_TYPES()``-style data (as classes and /object_info give it)
+    and the output types. A combo is a list of options (classic nodes) or "COMBO"."""
     inputs = []
     for section in ("required", "optional"):
-        for name, spec in it.get(section, {}).items():
+        for name, spec in input_types.get(section, {}).items():
             typ, opts = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
             typ = "COMBO" if isinstance(typ, (list, tuple)) else str(typ)
             flags = []
@@ -36,7 +36,20 @@ def spec_from_class(cls) -> dict:
             if opts.get("image_upload"):
                 flags.append("image_upload")
             inputs.append([name, typ, section == "required", flags])
-    return {"inputs": inputs, "outputs": [str(t) for t in cls.RETURN_TYPES]}
+    return {"inputs": inputs, "outputs": [str(t) for t in outputs]}
+
+
+def spec_from_class(cls) -> dict:
+    """A node spec from a ComfyUI node class (classic or schema API)."""
+    return spec_from_input_types(cls.INPUT_TYPES(), list(cls.RETURN_TYPES))
+
+
+def spec_from_object_info(entry: dict) -> dict:
+    """A node spec from one node's entry in the server's /object_info (inputs in its input_order)."""
+    declared = {**entry["input"].get("required", {}), **entry["input"].get("optional", {})}
+    ordered = {section: {name: declared[name] for name in entry["input_order"].get(section, [])}
+               for section in ("required", "optional")}
+    return spec_from_input_types(ordered, entry["output"])
 
 
 def load_specs(path: Path = SPECS_PATH) -> dict:
@@ -50,6 +63,7 @@ def to_api(ui: dict, specs: dict) -> dict:
     by_id = {n["id"]: n for n in ui["nodes"]}
     prompt = {}
     for n in ui["nodes"]:
+        assert n.get("mode", 0) == 0, f"node {n['id']} ({n['type']}) is muted or bypassed"
         assert n["type"] in specs, f"unknown node type {n['type']}"
         spec = specs[n["type"]]
         types = {name: typ for name, typ, _, _ in spec["inputs"]}
