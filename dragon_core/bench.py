@@ -221,11 +221,22 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
     """DragonDiffusion and the two baselines on one case; images and scores.
 
     The image is inverted under its own prompt; the edit samples under the input's
-    prompt or (``sample_prompt="target"``) the target scene's, as a user who describes
-    the result would."""
+    prompt, the target scene's (``sample_prompt="target"``: a user who describes the
+    result; the input's where the target has more objects than a prompt can name) or
+    the empty prompt (``"empty"``)."""
     t0 = time.time()
     cond, uncond = encoder.encode(case.scene.prompt()), encoder.encode("")
-    s_cond = cond if sample_prompt == "input" else encoder.encode(case.target.prompt())
+    if sample_prompt == "input":
+        s_cond = cond
+    elif sample_prompt == "empty":
+        s_cond = uncond
+    elif sample_prompt == "target":
+        try:
+            s_cond = encoder.encode(case.target.prompt())
+        except ValueError:  # e.g. a paste target with 4 objects
+            s_cond = cond
+    else:
+        raise ValueError(f"sample_prompt must be input, target or empty, got {sample_prompt!r}")
     mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing)
     if kind in ("move", "resize"):
         edit = Move(_mask_t(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
@@ -286,7 +297,7 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
             blank = np.ones_like(r["images"]["input"])
             sheet_rows += [r["images"]["input"], r["images"].get("reference", blank), r["images"]["target"],
                            r["images"]["dragon"], r["images"]["no_guidance"], r["images"]["naive"]]
-    result = {"quick": quick, "cases_per_kind": n, "steps": steps, "spacing": spacing,
+    result = {"quick": quick, "cases_per_kind": n, "steps": steps, "spacing": spacing, "sample_prompt": sample_prompt,
               "seconds": round(time.time() - t0, 1), "table": table}
     if sheet is not None:
         save_png(grid(sheet_rows, 6), sheet, 4)

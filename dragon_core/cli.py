@@ -343,7 +343,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"--kinds: unknown edit kind(s) {bad}; choose from {list(KINDS)}")
     result = run_bench(backend, enc, quick=args.quick, defaults=defaults, spacing=spacing, kinds=kinds, n=args.n,
-                       steps=args.steps, sheet=args.sheet, json_path=args.json)
+                       steps=args.steps, sheet=args.sheet, json_path=args.json, sample_prompt=args.sample_prompt)
     print(format_table(result))
     _print_written([Path(p) for p in (args.json, args.sheet) if p])
     return 0
@@ -447,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--kinds", default=None, help="comma-separated subset of move,resize,drag,points,appearance,paste")
     be.add_argument("--json", default=None, help="write the numbers to this JSON file")
     be.add_argument("--sheet", default=None, help="write a contact sheet PNG (input|ref|target|result|baselines)")
+    be.add_argument("--sample-prompt", choices=("input", "target", "empty"), default="input",
+                    help="prompt the edits sample under: the input scene's (default), the target's, or none")
     be.set_defaults(func=cmd_bench)
 
     tr = sub.add_parser("train", help="train the shapes model (resumes from OUT/checkpoint)")
