@@ -176,9 +176,9 @@ def paste_edit(w: Workflow, pos, src_inv: Node, mask: Node, mask_slot: int, dx: 
 DEMO = {
     "move": dict(seed=3, edit=dict(dx=10, dy=-6, scale=1.0)),  # the yellow triangle to the right and up
     "resize": dict(seed=8, edit=dict(dx=0, dy=0, scale=1.3)),  # the red diamond 30% larger
-    "drag": dict(seed=3, points="10,20,17,16"),  # drag the triangle's centre up and right
-    "points": dict(seed=8, points="11,14,9,14; 19,14,21,14"),  # stretch the diamond sideways
-    "appearance": dict(seed=2, reference=8),  # the blue triangle takes the red diamond's look
+    "drag": dict(seed=3, points="10,20,17,16", grow=8),  # the triangle's centre up and right, inside its grown mask
+    "points": dict(seed=8, points="11,14,9,14; 19,14,21,14; 15,10,15,8; 15,18,15,20"),  # the diamond 1.3x larger
+    "appearance": dict(seed=2, reference=11),  # the blue triangle takes the cyan triangle's look
     "paste": dict(seed=2, reference=8, edit=dict(dx=-6, dy=-5, scale=1.0)),  # the red diamond into the scene
 }
 
@@ -202,6 +202,10 @@ def shapes_demo(kind: str) -> dict:
         edit = move_edit(w, (700, 40), scene, 1, **d["edit"])
     elif kind in ("drag", "points"):
         edit = points_edit(w, (700, 40), kind, scene, d["points"])
+        if "grow" in d:  # the editable region: the object's mask grown to reach the target
+            grow = w.add("GrowMask", (360, 560), [d["grow"], True], [("mask", "MASK")], [("MASK", "MASK")], (250, 90))
+            w.link(scene, 1, grow, "mask")
+            w.link(grow, 0, edit, "mask")
     elif kind == "appearance":
         edit = appearance_edit(w, (700, 40), scene, 1, rinv, ref, 1)
     else:

@@ -112,6 +112,9 @@ def comfy_env(comfy, tmp_path_factory):
     folder_paths.set_input_directory(str(base / "input"))
     folder_paths.set_output_directory(str(base / "output"))
     folder_paths.set_temp_directory(str(base / "temp"))
+    if "GrowMask" not in comfy_nodes.NODE_CLASS_MAPPINGS:  # a stock extra node the drag demo uses
+        extras = Path(comfy.path) / "comfy_extras" / "nodes_mask.py"
+        assert asyncio.run(comfy_nodes.load_custom_node(str(extras), module_parent="comfy_extras"))
     if "DragonDiff_GuidedSampler" not in comfy_nodes.NODE_CLASS_MAPPINGS:
         assert asyncio.run(comfy_nodes.load_custom_node(str(Path(__file__).resolve().parents[2]))), "the pack failed to load in ComfyUI"
     server = _Server()
