@@ -60,7 +60,8 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     if m.min() < 0 or m.max() > 1:
         raise RegionError(f"{name} values must lie in [0, 1], got [{float(m.min()):.3g}, {float(m.max()):.3g}]")
     if not (m >= MASK_THRESHOLD).any():
-        raise RegionError(f"{name} is empty: no pixel is >= {MASK_THRESHOLD}; paint the object to edit")
+        soft = f" (its largest value is {float(m.max()):.2g})" if m.max() > 0 else ""
+        raise RegionError(f"{name} is empty: no pixel is >= {MASK_THRESHOLD}{soft}; paint the object to edit")
     return m
 
 
@@ -189,7 +190,8 @@ def check_points(points: torch.Tensor, image_size: tuple[int, int], name: str = 
     bad = (p[:, 0] < 0) | (p[:, 0] >= W) | (p[:, 1] < 0) | (p[:, 1] >= H)
     if bad.any():
         i = int(torch.nonzero(bad)[0])
-        raise RegionError(f"{name}[{i}] = ({float(p[i, 0]):g}, {float(p[i, 1]):g}) is outside the {W}x{H} image")
+        raise RegionError(f"{name}[{i}] = ({float(p[i, 0]):g}, {float(p[i, 1]):g}) is outside the {W}x{H} image "
+                          f"(points are its pixels: 0 <= x < {W}, 0 <= y < {H})")
     return p
 
 
@@ -258,6 +260,7 @@ def parse_points(text: str, name: str = "points") -> tuple[torch.Tensor, torch.T
     if not rows:
         raise RegionError(f"{name}: no points given; write 'x1,y1,x2,y2' per handle/target pair, ';' between pairs")
     if len(rows) > MAX_POINT_PAIRS:
-        raise RegionError(f"{name}: {len(rows)} point pairs, at most {MAX_POINT_PAIRS} are supported")
+        raise RegionError(f"{name}: {len(rows)} handle/target pairs ({2 * len(rows)} points), at most "
+                          f"{MAX_POINT_PAIRS} pairs are supported: drag fewer points")
     t = torch.tensor(rows, dtype=torch.float32)
     return t[:, :2].contiguous(), t[:, 2:].contiguous()
