@@ -113,7 +113,8 @@ def check_frame(size: tuple[int, int], latent_hw: tuple[int, int], factor: int, 
     h, w = latent_hw
     if (H, W) == (h * factor, w * factor):
         return
-    fix = f"use the {what.split()[-1]} of the image that was inverted"
+    word = what.split()[-1]
+    fix = "use the image that was inverted" if word == "image" else f"make the {word} on the image that was inverted"
     if factor > 1 and (H // factor, W // factor) == (h, w):
         fix = (f"VAE Encode cropped that image to {w * factor}x{h * factor} (a multiple of {factor}): crop or "
                f"resize the image to a multiple of {factor} before VAE Encode and make the mask/points on it")
