@@ -59,6 +59,9 @@ def check_prompt(model: Any, cond: Any, name: str, node: str) -> None:
         check_conditioning(cond)
     except (TypeError, ValueError) as e:
         raise InputError(f"{node}: {name}: {e}") from None
+    if cond[0][0].ndim == 3 and cond[0][0].shape[0] != 1:  # ComfyUI would silently use the first one
+        raise InputError(f"{node}: {name}: a batch of {cond[0][0].shape[0]} prompts; DragonDiffusion edits one image "
+                         f"with one prompt")
     width = int(cond[0][0].shape[-1])
     want = getattr(model.model, "model_config", None)
     want = None if want is None else want.unet_config.get("context_dim")

@@ -90,7 +90,8 @@ class _Value:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"kind": (["conditioning", "nan_mask"],), "size": ("INT", {"default": 768, "min": 1})}}
+        return {"required": {"kind": (["conditioning", "conditioning_batch", "nan_mask"],),
+                             "size": ("INT", {"default": 768, "min": 1})}}
 
     RETURN_TYPES = ("CONDITIONING", "MASK")
     FUNCTION = "run"
@@ -100,7 +101,8 @@ class _Value:
         gen = torch.Generator().manual_seed(0)
         mask = torch.zeros(1, 32, 32)
         mask[0, 10:20, 10:20] = float("nan")
-        return ([[torch.randn(1, 4, size, generator=gen), {}]], mask)
+        batch = 2 if kind == "conditioning_batch" else 1
+        return ([[torch.randn(batch, 4, size, generator=gen), {}]], mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,6 +254,9 @@ CASES = [
     Case("mask-larger", "a 64x64 mask (upscaled) for the 32x32 image",
          _mask_op(["scene", 1], "scale", width=64, height=64) | _move(["m", 0])),
     Case("mask-batch", "a batch of 2 masks", _mask_op(["scene", 1], "batch") | _move(["m", 0])),
+    Case("reference-mask-batch", "a batch of 2 masks as an Appearance reference_mask",
+         _ref() | _mask_op(["ref", 1], "batch") | _appearance(["m", 0])),
+    Case("paste-mask-batch", "a batch of 2 masks as a Paste mask", _ref() | _mask_op(["ref", 1], "batch") | _paste(["m", 0])),
     Case("inpaint-region-size", "an inpaint_region of another size than the mask",
          _mask_op(["scene", 1], "scale", width=30, height=30)
          | {"edit": _move(inpaint_region=["m", 0])["edit"]}),
@@ -356,6 +361,9 @@ CASES = [
     Case("prompt-other-encoder", "a prompt encoded by another text encoder (768-wide, e.g. SD1.5's CLIP)",
          {"c768": {"class_type": "DragonTest_Value", "inputs": {"kind": "conditioning", "size": 768}}},
          change=_set("inv", positive=["c768", 0])),
+    Case("prompt-batch", "a batch of 2 prompts (a (2, tokens, width) conditioning) as positive",
+         {"cb": {"class_type": "DragonTest_Value", "inputs": {"kind": "conditioning_batch", "size": 32}}},
+         change=_set("out", positive=["cb", 0])),
     Case("prompt-combined", "two prompts combined (Conditioning Combine) as positive",
          {"cc": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["scene", 2],
                                                                  "conditioning_2": ["neg", 0]}}},
