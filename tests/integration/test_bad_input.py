@@ -480,3 +480,16 @@ def test_readme_table_lists_exactly_these_cases(env):
         head, tail = text.split(TABLE_START)[0], text.split(TABLE_END)[1]
         README.write_text(f"{head}{TABLE_START}\n" + "\n".join(lines) + f"\n{TABLE_END}{tail}")
     assert list(_readme_rows()) == [c.id for c in CASES]
+
+
+def test_vae_encode_crops_images_to_a_multiple_of_8_centred(env):
+    """What the README says VAE Encode does to an SD image whose side is not a multiple of 8
+    (checked on ComfyUI's own VAE cropping code, with an SD VAE's factor of 8)."""
+    import copy
+
+    vae = copy.copy(env.nodes.VAELoader().load_vae("pixel_space")[0])
+    vae.downscale_ratio, vae.crop_input = 8, True  # as an SD VAE has them
+    pixels = torch.arange(70, dtype=torch.float32)[None, None, :, None].expand(1, 65, 70, 3)
+    out = vae.vae_encode_crop_pixels(pixels)
+    assert out.shape == (1, 64, 64, 3)
+    assert out[0, 0, 0, 0] == (70 % 8) // 2  # (W mod 8) // 2 pixels dropped on the left (and top)

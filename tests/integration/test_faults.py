@@ -354,3 +354,36 @@ def test_no_node_input_is_a_file_path_an_upload_or_a_file_list(env):
                 if typ == "STRING":
                     strings.add(name)
     assert strings == {"points", "prompt"}
+
+
+def test_a_memory_of_two_images_is_refused_as_base_and_as_reference(env):
+    """The Inversion node refuses batches, so only code can make such a memory; the sampler
+    still refuses it by name (base memory, appearance reference)."""
+    from dragon_core.editing import Appearance
+    from dragon_core.memory import MemoryPolicy, default_feature_levels, invert_with_memory
+    from dragon_core.shapes_world import random_scene
+
+    shapes_comfy, sampler_nodes = _pack("shapes_comfy"), _pack("sampler_nodes")
+    scene = random_scene(8)
+    model = _pack("demo_nodes").ShapesModelLoader.execute().args[0]
+    cond = shapes_comfy.encode_prompt(scene.prompt())
+    x = torch.from_numpy(scene.render()).permute(2, 0, 1)[None].float() * 2 - 1
+    with torch.inference_mode(False), torch.no_grad(), _pack("comfy_backend").ComfyBackend(model) as backend:
+        policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()))
+        one = invert_with_memory(backend, x, cond, steps=2, spacing="comfy_uniform", policy=policy,
+                                 model_id=_pack("model_info").model_identity(model))
+        two = invert_with_memory(backend, x.repeat(2, 1, 1, 1), cond, steps=2, spacing="comfy_uniform",
+                                 policy=policy, model_id=one.model_id)
+    mask = torch.from_numpy(scene.masks()[0].astype("float32"))
+    settings = dict(seed=0, cfg=-1.0, energy_scale=-1.0, guidance_end=-1.0, flexibility=0.0, cross_attention=True)
+    run = sampler_nodes.GuidedSampler.execute
+    with torch.inference_mode():
+        with pytest.raises(ValueError) as e:
+            run(model, cond, cond, two, _pack("edit_nodes").MoveEdit.execute(mask[None], 2, 0, 1.0).args[0],
+                **settings)
+        assert str(e.value) == ("DragonDiffusion Guided Sampler: memory: edits need a memory of one image (batch 1), "
+                                "got batch 2")
+        with pytest.raises(ValueError) as e:
+            run(model, cond, cond, one, Appearance(mask, two, mask), **settings)
+        assert str(e.value) == ("DragonDiffusion Guided Sampler: reference: edits need a memory of one image "
+                                "(batch 1), got batch 2")
