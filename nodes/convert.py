@@ -67,11 +67,6 @@ def latent_samples(latent: dict, name: str) -> torch.Tensor:
     return z
 
 
-def region_error(e: RegionError | ValueError, node: str) -> InputError:
-    """A core validation error as a node input error."""
-    return InputError(f"{node}: {e}")
-
-
 def named_errors(node: str, aliases: dict[str, str] | None = None) -> Callable:
     """Decorator for a node's ``execute``: every ValueError it raises (InputError, the
     core's RegionError and validation errors) reaches ComfyUI as an InputError whose
