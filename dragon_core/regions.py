@@ -60,7 +60,8 @@ def check_mask(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
     if m.min() < 0 or m.max() > 1:
         raise RegionError(f"{name} values must lie in [0, 1], got [{float(m.min()):.3g}, {float(m.max()):.3g}]")
     if not (m >= MASK_THRESHOLD).any():
-        raise RegionError(f"{name} is empty: no pixel is >= {MASK_THRESHOLD}; paint the object to edit")
+        soft = f" (its largest value is {float(m.max()):.2g})" if m.max() > 0 else ""
+        raise RegionError(f"{name} is empty: no pixel is >= {MASK_THRESHOLD}{soft}; paint the object to edit")
     return m
 
 
@@ -119,18 +120,37 @@ def transform_about_mask(mask: torch.Tensor, dx: float, dy: float, scale: float 
     return Transform(dx=float(dx), dy=float(dy), scale=float(scale), cx=(x0 + x1) / 2, cy=(y0 + y1) / 2)
 
 
+def outside_fraction(mask: torch.Tensor, t: Transform) -> float:
+    """The fraction of the mask's weight that transform ``t`` moves outside the image.
+
+    Exact for the mask read as constant on each pixel: pixel [x, x+1) lands on
+    [t(x), t(x) + scale), and the part of it inside [0, W) counts as kept (separably in x, y).
+    Independent of resampling, so a shrunk object is never reported as leaving."""
+    m = mask.float()
+    total = float(m.sum())
+    if total <= 0:
+        return 0.0
+    H, W = m.shape
+
+    def inside(n: int, d: float, c: float) -> torch.Tensor:
+        a = c + (torch.arange(n, dtype=torch.float64) - c) * t.scale + d
+        return ((a + t.scale).clamp(max=n) - a.clamp(min=0)).clamp(min=0) / t.scale
+
+    kept = float((m.double() * inside(H, t.dy, t.cy)[:, None] * inside(W, t.dx, t.cx)[None, :]).sum())
+    return max(0.0, 1.0 - kept / total)
+
+
 def moved_mask(mask: torch.Tensor, t: Transform, name: str = "mask", tolerance: float = 0.02) -> torch.Tensor:
     """The mask after transform ``t`` (image grid). Raises RegionError when more than
-    ``tolerance`` of the object's area would leave the image."""
+    ``tolerance`` of the object's area would leave the image (a smaller part is clipped)."""
     out = warp(mask.float(), t, tuple(mask.shape), mode="bilinear").clamp(0, 1)
-    expected = float(mask.float().sum()) * t.scale**2
-    kept = float(out.sum())
-    if expected > 0 and kept < (1 - tolerance) * expected:
+    lost = outside_fraction(mask, t)
+    if lost > tolerance:
         x0, y0, x1, y1 = bbox(mask)
         nx0, ny0 = t.apply(x0, y0)
         nx1, ny1 = t.apply(x1, y1)
         raise RegionError(
-            f"{name}: the edited object leaves the image ({100 * (1 - kept / expected):.0f}% of it would be outside; "
+            f"{name}: the edited object leaves the image ({100 * lost:.0f}% of it would be outside; "
             f"its box would span x {nx0:.0f}..{nx1:.0f}, y {ny0:.0f}..{ny1:.0f} in a {mask.shape[1]}x{mask.shape[0]} "
             f"image): reduce dx/dy or scale")
     return out
@@ -170,7 +190,8 @@ def check_points(points: torch.Tensor, image_size: tuple[int, int], name: str = 
     bad = (p[:, 0] < 0) | (p[:, 0] >= W) | (p[:, 1] < 0) | (p[:, 1] >= H)
     if bad.any():
         i = int(torch.nonzero(bad)[0])
-        raise RegionError(f"{name}[{i}] = ({float(p[i, 0]):g}, {float(p[i, 1]):g}) is outside the {W}x{H} image")
+        raise RegionError(f"{name}[{i}] = ({float(p[i, 0]):g}, {float(p[i, 1]):g}) is outside the {W}x{H} image "
+                          f"(points are its pixels: 0 <= x < {W}, 0 <= y < {H})")
     return p
 
 
@@ -239,6 +260,7 @@ def parse_points(text: str, name: str = "points") -> tuple[torch.Tensor, torch.T
     if not rows:
         raise RegionError(f"{name}: no points given; write 'x1,y1,x2,y2' per handle/target pair, ';' between pairs")
     if len(rows) > MAX_POINT_PAIRS:
-        raise RegionError(f"{name}: {len(rows)} point pairs, at most {MAX_POINT_PAIRS} are supported")
+        raise RegionError(f"{name}: {len(rows)} handle/target pairs ({2 * len(rows)} points), at most "
+                          f"{MAX_POINT_PAIRS} pairs are supported: drag fewer points")
     t = torch.tensor(rows, dtype=torch.float32)
     return t[:, :2].contiguous(), t[:, 2:].contiguous()

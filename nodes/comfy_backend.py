@@ -104,6 +104,24 @@ class _CallState:
         return self  # shared, never copied: the hooks may hold a whole feature memory
 
 
+def check_conditioning(cond: Any) -> None:
+    """Refuse a CONDITIONING this backend cannot honour exactly (see the module doc):
+    TypeError if it is not one, ValueError naming what is unsupported."""
+    if not isinstance(cond, (list, tuple)) or not cond or not all(
+            isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], torch.Tensor) and isinstance(e[1], dict)
+            for e in cond):
+        raise TypeError("cond must be a ComfyUI CONDITIONING ([[tensor, dict], ...]) or a context tensor")
+    if len(cond) != 1:
+        raise ValueError(f"DragonDiffusion takes one conditioning entry per prompt, got {len(cond)} "
+                         f"(combined/concatenated conditioning is not supported)")
+    opts = cond[0][1]
+    bad = [k for k in UNSUPPORTED_COND_KEYS if opts.get(k) is not None]
+    if opts.get("start_percent", 0.0) > 0.0 or opts.get("end_percent", 1.0) < 1.0:
+        bad.append("a timestep range")  # outside it ComfyUI's batch would return no prediction at all
+    if bad:
+        raise ValueError(f"DragonDiffusion does not support conditioning with {', '.join(bad)} yet")
+
+
 def _fresh_weight(w: torch.Tensor) -> torch.Tensor:
     """Identity weight wrapper. Its presence makes ComfyUI's cast_bias_weight copy the
     weight in the current autograd mode, which is all the gradient pass needs."""
@@ -259,18 +277,7 @@ class ComfyBackend:
         if hit is not None and hit[0] is cond:
             return hit[1]
         entries = [[cond, {}]] if isinstance(cond, torch.Tensor) else cond
-        if not isinstance(entries, (list, tuple)) or not entries or not all(
-                isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[1], dict) for e in entries):
-            raise TypeError("cond must be a ComfyUI CONDITIONING ([[tensor, dict], ...]) or a context tensor")
-        if len(entries) != 1:
-            raise ValueError(f"DragonDiffusion takes one conditioning entry per prompt, got {len(entries)} "
-                             f"(combined/concatenated conditioning is not supported)")
-        opts = entries[0][1]
-        bad = [k for k in UNSUPPORTED_COND_KEYS if opts.get(k) is not None]
-        if opts.get("start_percent", 0.0) > 0.0 or opts.get("end_percent", 1.0) < 1.0:
-            bad.append("a timestep range")  # outside it ComfyUI's batch would return no prediction at all
-        if bad:
-            raise ValueError(f"DragonDiffusion does not support conditioning with {', '.join(bad)} yet")
+        check_conditioning(entries)
         converted = comfy.sampler_helpers.convert_cond(entries)
         conds = comfy.samplers.process_conds(self.patcher.model, x, {"positive": converted}, x.device)["positive"]
         self._cond_cache[key] = (cond, conds)

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from dragon_core.shapes_model import load_config
 from dragon_core.shapes_world import random_scene
 
-from .convert import InputError
+from .convert import InputError, named_errors
 from .model_info import DEFAULTS_KEY
 from .shapes_comfy import encode_prompt, load_shapes_model
 
@@ -57,6 +57,7 @@ class ShapesPrompt(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors("DragonDiffusion Shapes Prompt")
     def execute(cls, prompt) -> io.NodeOutput:
         try:
             return io.NodeOutput(encode_prompt(prompt))

@@ -12,10 +12,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from dragon_core.editing import Appearance, Drag, Move, Paste, Points
-from dragon_core.regions import RegionError, parse_points
+from dragon_core.regions import parse_points
 
 from .comfy_types import DragonEdit, DragonMemory
-from .convert import InputError, image_size, single_mask
+from .convert import InputError, image_size, named_errors, single_mask
 
 CATEGORY = "DragonDiffusion/edit"
 
@@ -24,16 +24,7 @@ POINTS_TOOLTIP = ("Handle -> target pairs in image pixels: 'x1,y1,x2,y2; x1,y1,x
                   "handle, target, handle, target, ...")
 
 
-def _build(node: str, make):
-    """Run an edit constructor; its validation errors become input errors naming the node
-    (and the points input for errors about handles/targets)."""
-    try:
-        return make()
-    except (RegionError, ValueError) as e:
-        msg = str(e)
-        if msg.startswith(("handles", "targets")):
-            msg = f"points: {msg}"
-        raise InputError(f"{node}: {msg}") from None
+POINTS = {"handles": "points", "targets": "points"}  # the core's names for what the points input gave
 
 
 def _offset_inputs() -> list:
@@ -67,13 +58,14 @@ class MoveEdit(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors("DragonDiffusion Move / Resize")
     def execute(cls, mask, dx, dy, scale, inpaint_region=None) -> io.NodeOutput:
         m = single_mask(mask, "mask")
         region = None if inpaint_region is None else single_mask(inpaint_region, "inpaint_region")
         if region is not None and region.shape != m.shape:
             raise InputError(f"inpaint_region is {region.shape[1]}x{region.shape[0]}, mask is "
                              f"{m.shape[1]}x{m.shape[0]}: give both at the image's size")
-        return io.NodeOutput(_build("Move / Resize", lambda: Move(m, float(dx), float(dy), float(scale), region)))
+        return io.NodeOutput(Move(m, float(dx), float(dy), float(scale), region))
 
 
 class DragEdit(io.ComfyNode):
@@ -95,11 +87,12 @@ class DragEdit(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors("DragonDiffusion Drag", POINTS)
     def execute(cls, image, points, mask=None) -> io.NodeOutput:
         size = image_size(image, "image")
         m = None if mask is None else single_mask(mask, "mask")
-        handles, targets = _build("Drag", lambda: parse_points(points, "points"))
-        return io.NodeOutput(_build("Drag", lambda: Drag(handles, targets, size, m)))
+        handles, targets = parse_points(points, "points")
+        return io.NodeOutput(Drag(handles, targets, size, m))
 
 
 class PointSetEdit(io.ComfyNode):
@@ -119,10 +112,11 @@ class PointSetEdit(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors("DragonDiffusion Point-Set Drag", POINTS)
     def execute(cls, image, points) -> io.NodeOutput:
         size = image_size(image, "image")
-        handles, targets = _build("Point-Set Drag", lambda: parse_points(points, "points"))
-        return io.NodeOutput(_build("Point-Set Drag", lambda: Points(handles, targets, size)))
+        handles, targets = parse_points(points, "points")
+        return io.NodeOutput(Points(handles, targets, size))
 
 
 class AppearanceEdit(io.ComfyNode):
@@ -144,9 +138,10 @@ class AppearanceEdit(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors("DragonDiffusion Appearance")
     def execute(cls, mask, reference_memory, reference_mask) -> io.NodeOutput:
         m, rm = single_mask(mask, "mask"), single_mask(reference_mask, "reference_mask")
-        return io.NodeOutput(_build("Appearance", lambda: Appearance(m, reference_memory, rm)))
+        return io.NodeOutput(Appearance(m, reference_memory, rm))
 
 
 class PasteEdit(io.ComfyNode):
@@ -168,9 +163,10 @@ class PasteEdit(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors("DragonDiffusion Paste")
     def execute(cls, source_memory, mask, dx, dy, scale) -> io.NodeOutput:
         m = single_mask(mask, "mask")
-        return io.NodeOutput(_build("Paste", lambda: Paste(source_memory, m, float(dx), float(dy), float(scale))))
+        return io.NodeOutput(Paste(source_memory, m, float(dx), float(dy), float(scale)))
 
 
 NODES = [MoveEdit, DragEdit, PointSetEdit, AppearanceEdit, PasteEdit]

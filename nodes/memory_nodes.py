@@ -20,10 +20,11 @@ from dragon_core.memory import MemoryPolicy, default_feature_levels, invert_with
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
-from .convert import InputError, latent_samples
-from .model_info import check_sd_unet, model_identity
+from .convert import InputError, OutOfMemory, is_out_of_memory, latent_samples, named_errors
+from .model_info import check_prompt, check_sd_unet, model_identity
 
 SPACING = "comfy_uniform"  # ComfyUI's ddim_uniform timesteps (ends at sigma 0)
+NODE = "DragonDiffusion Inversion"
 
 
 def _progress(total: int):
@@ -66,26 +67,39 @@ class Inversion(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors(NODE)
     def execute(cls, model, latent, positive, steps) -> io.NodeOutput:
         import comfy.model_management as mm
 
-        check_sd_unet(model, "DragonDiffusion Inversion")
+        check_sd_unet(model, NODE)
         z = latent_samples(latent, "latent")
         channels = model.model.latent_format.latent_channels
         if z.shape[1] != channels:
             raise InputError(f"latent: {z.shape[1]} channels, this model's latents have {channels}; encode the "
                              f"image with this model's VAE")
+        check_prompt(model, positive, "positive", NODE)
         # outside inference mode: the memory's tensors must be usable in the guidance's autograd graph
-        with torch.inference_mode(False), torch.no_grad(), ComfyBackend(model) as backend:
-            z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
-            policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()),
-                                  device=mm.unet_offload_device())
-            memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
-                                        policy=policy, model_id=model_identity(model), callback=_progress(steps))
-            t_first = int(memory.trajectory.timesteps[0])
-            sigma = backend.sigma(t_first)
-            x_T = memory.trajectory.z_T.to(torch.float32).cpu() * math.sqrt(1 + sigma * sigma)
-            inverted = model.model.process_latent_out(x_T)
+        try:
+            with torch.inference_mode(False), torch.no_grad(), ComfyBackend(model) as backend:
+                z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
+                policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()),
+                                      device=mm.unet_offload_device())
+                memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
+                                            policy=policy, model_id=model_identity(model),
+                                            callback=_progress(steps))
+                t_first = int(memory.trajectory.timesteps[0])
+                sigma = backend.sigma(t_first)
+                x_T = memory.trajectory.z_T.to(torch.float32).cpu() * math.sqrt(1 + sigma * sigma)
+                inverted = model.model.process_latent_out(x_T)
+        except Exception as e:
+            if not is_out_of_memory(e) or isinstance(e, OutOfMemory):
+                raise
+            h, w = z.shape[-2:]
+            raise OutOfMemory(
+                f"{NODE}: out of memory inverting a {w}x{h} latent with {steps} steps. The memory keeps every "
+                f"decoder self-attention input and two feature maps for each step (on the offload device, "
+                f"normally system RAM): use fewer steps or a smaller image, or free memory (unload other "
+                f"models). ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
         return io.NodeOutput({"samples": inverted}, memory)
 
 

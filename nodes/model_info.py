@@ -5,18 +5,28 @@
 * :func:`edit_defaults`: the calibrated per-edit settings a model carries in its
   ``model_options`` (the shapes demo loader puts its config's there); models
   without them use the paper's Stable Diffusion settings.
+* :func:`pixels_per_latent`: image pixels per latent cell (8 for Stable
+  Diffusion's VAEs, 1 for a pixel-space model), to check that masks and points
+  are at the inverted image's size.
+* :func:`check_sd_unet`, :func:`check_prompt`: refuse models and conditioning the
+  method cannot serve, with messages naming the node and the input.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .convert import InputError
+
 DEFAULTS_KEY = "dragon_edit_defaults"
 
 
 def model_identity(model: Any) -> str:
-    """The base model object and its weight-patch state (LoRAs etc.) as a string."""
-    return f"{type(model.model).__name__}@{id(model.model):x}/{getattr(model, 'patches_uuid', '')}"
+    """The base model object, its weight-patch state (LoRAs etc.) and its noise schedule
+    object (sampling patches such as ModelSamplingDiscrete replace it) as a string."""
+    sampling = model.get_model_object("model_sampling") if hasattr(model, "get_model_object") else None
+    return (f"{type(model.model).__name__}@{id(model.model):x}/{getattr(model, 'patches_uuid', '')}"
+            f"/{id(sampling):x}")
 
 
 def edit_defaults(model: Any) -> dict[str, dict[str, Any]] | None:
@@ -28,7 +38,34 @@ def check_sd_unet(model: Any, node: str) -> None:
     """Refuse models the method does not fit (DiT / flow models) with a clear message."""
     unet = getattr(model.model, "diffusion_model", None)
     if unet is None or not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
-        raise ValueError(
-            f"{node}: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x style); this MODEL is "
-            f"{type(model.model).__name__} with a {type(unet).__name__} (DiT/flow models such as SD3 or Flux are "
-            f"not supported)")
+        raise InputError(
+            f"{node}: model: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x style); this "
+            f"MODEL is {type(model.model).__name__}, whose diffusion model is a {type(unet).__name__}: DiT/flow "
+            f"models such as SD3 or Flux are not supported")
+
+
+def pixels_per_latent(model: Any) -> int:
+    """Image pixels per latent cell along each side: 1 for a pixel-space model (3-channel
+    RGB "latents", like the shapes demo model's ChromaRadiance format), else 8 (the VAEs of
+    every SD-style UNet model ComfyUI loads: SD1.x, SD2.x, SDXL)."""
+    return 1 if model.model.latent_format.latent_channels == 3 else 8
+
+
+def check_prompt(model: Any, cond: Any, name: str, node: str) -> None:
+    """A CONDITIONING this model's cross-attention takes, as one entry the method supports."""
+    from .comfy_backend import check_conditioning
+
+    try:
+        check_conditioning(cond)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{node}: {name}: {e}") from None
+    if cond[0][0].ndim == 3 and cond[0][0].shape[0] != 1:  # ComfyUI would silently use the first one
+        raise InputError(f"{node}: {name}: a batch of {cond[0][0].shape[0]} prompts; DragonDiffusion edits one image "
+                         f"with one prompt")
+    width = int(cond[0][0].shape[-1])
+    want = getattr(model.model, "model_config", None)
+    want = None if want is None else want.unet_config.get("context_dim")
+    if want is not None and width != int(want):
+        raise InputError(f"{node}: {name}: this prompt was encoded into {width}-wide tokens, this model's "
+                         f"cross-attention takes {want}: encode the prompt with this model's own text encoder (the "
+                         f"CLIP of the same checkpoint)")

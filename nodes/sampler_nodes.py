@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,11 +24,15 @@ from dragon_core.memory import FeatureMemory
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonEdit, DragonMemory
-from .convert import InputError
+from .convert import InputError, OutOfMemory, check_frame, is_out_of_memory, named_errors
 from .memory_nodes import _progress
-from .model_info import check_sd_unet, edit_defaults, model_identity
+from .model_info import check_prompt, check_sd_unet, edit_defaults, model_identity, pixels_per_latent
 
 AUTO = -1.0
+SAMPLER = "DragonDiffusion Guided Sampler"
+ATTENTION_PATCH = "DragonDiffusion Cross-Branch Attention"
+# the edit node input that holds each kind of second memory
+SECOND_MEMORY = {"reference": "reference_memory", "source": "source_memory"}
 
 
 def _auto(v: float) -> float | None:
@@ -39,8 +44,8 @@ def check_memory_for(model: Any, memory: Any, name: str, node: str) -> FeatureMe
     if not isinstance(memory, FeatureMemory):
         raise InputError(f"{node}: {name} is not a DragonDiffusion memory ({type(memory).__name__})")
     if memory.model_id and memory.model_id != model_identity(model):
-        raise InputError(f"{node}: {name} was inverted with another model (or other LoRA/weight patches); invert "
-                         f"the image again with this MODEL")
+        raise InputError(f"{node}: {name} was inverted with another model (or other LoRA/weight or sampling "
+                         f"patches); invert the image again with this MODEL")
     return memory
 
 
@@ -80,30 +85,89 @@ class GuidedSampler(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors(SAMPLER)
     def execute(cls, model, positive, negative, memory, edit, seed, cfg, energy_scale, guidance_end, flexibility,
                 cross_attention) -> io.NodeOutput:
-        node = "DragonDiffusion Guided Sampler"
+        node = SAMPLER
         check_sd_unet(model, node)
         memory = check_memory_for(model, memory, "memory", node)
         kind = getattr(edit, "kind", None)
         if kind is None:
             raise InputError(f"{node}: edit is not a DragonDiffusion edit ({type(edit).__name__})")
-        for name in ("reference", "source"):
-            other = getattr(edit, name, None)
-            if other is not None:
-                check_memory_for(model, other, f"the edit's {name} memory", node)
+        for name, value in (("cfg", cfg), ("energy_scale", energy_scale), ("guidance_end", guidance_end),
+                            ("flexibility", flexibility)):
+            if not math.isfinite(value):  # NaN passes ComfyUI's min/max validation
+                raise InputError(f"{name}: {value} is not a number; -1 means the default")
+        check_prompt(model, positive, "positive", node)
+        check_prompt(model, negative, "negative", node)
+        check_edit_for(edit, memory, model)
         settings = default_settings(kind, edit_defaults(model), cfg=_auto(cfg), energy_scale=_auto(energy_scale),
                                     guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
                                     attention=bool(cross_attention))
+        done = [-1]  # the last finished step, for the out-of-memory message
+        progress = _progress(memory.steps)
+
+        def step(s: int, z: torch.Tensor) -> None:
+            done[0] = s
+            progress(s, z)
+
         with torch.inference_mode(False):
+            plan = plan_edit(edit, memory, settings)
             try:
-                plan = plan_edit(edit, memory, settings)
-            except ValueError as e:
-                raise InputError(f"{node}: {e}") from None
-            with ComfyBackend(model) as backend:
-                result = run_edit(backend, memory, plan, positive, negative, settings, _progress(memory.steps))
+                with ComfyBackend(model) as backend:
+                    result = run_edit(backend, memory, plan, positive, negative, settings, step)
+            except Exception as e:
+                if not is_out_of_memory(e) or isinstance(e, OutOfMemory):
+                    raise
+                raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
         return io.NodeOutput({"samples": samples})
+
+
+def _oom_message(memory: FeatureMemory, settings: Any, step: int, e: BaseException) -> str:
+    n = memory.steps
+    h, w = memory.latent_shape[-2:]
+    guided = sum(settings.guided(s, n) for s in range(n))
+    where = "a guided step" if step < n and settings.guided(step, n) else "an unguided step"
+    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return (f"{SAMPLER}: out of memory at step {step + 1} of {n} ({where}; {guided} of the {n} steps are guided) on a "
+            f"{w}x{h} latent. Each guided step runs the UNet with gradients (activations kept for a backward pass, "
+            f"plus one extra copy of the weights), several times the memory of a plain step: use a lower resolution "
+            f"(a smaller image, inverted again) or fewer guided steps (guidance_end 0 runs none: cross-branch "
+            f"attention only), or free memory (unload other models). ({cause})")
+
+
+def _frame(edit: Any) -> tuple[tuple[int, int], str]:
+    """The pixel size an edit's masks/points are given in, and what gave it."""
+    if getattr(edit, "image_size", None) is not None:
+        return tuple(edit.image_size), "its image"
+    return tuple(edit.mask.shape), "its mask"
+
+
+def check_edit_for(edit: Any, memory: FeatureMemory, model: Any) -> None:
+    """The edit's masks/points are at the size of the image each memory was inverted from,
+    and its second memory (appearance reference, pasted source) matches the base memory."""
+    f = pixels_per_latent(model)
+    size, what = _frame(edit)
+    second = next((n for n in SECOND_MEMORY if getattr(edit, n, None) is not None), None)
+    if second is None or edit.kind == "appearance":  # a paste's mask is in the source image
+        check_frame(size, memory.latent_shape[-2:], f, f"edit: {what}", "the memory's image")
+    if second is None:
+        return
+    other, name = getattr(edit, second), SECOND_MEMORY[second]
+    check_memory_for(model, other, f"the edit's {name}", SAMPLER)
+    if tuple(other.latent_shape[-2:]) != tuple(memory.latent_shape[-2:]):
+        (oh, ow), (mh, mw) = other.latent_shape[-2:], memory.latent_shape[-2:]
+        raise InputError(f"edit: its {name} was inverted from a {ow * f}x{oh * f} image, the memory from "
+                         f"{mw * f}x{mh * f}: invert both images at the same size (resize one of them)")
+    if not torch.equal(other.trajectory.timesteps, memory.trajectory.timesteps):
+        raise InputError(f"edit: its {name} was inverted with {other.steps} steps, the memory with {memory.steps}: "
+                         f"give both Inversion nodes the same steps")
+    if edit.kind == "appearance":
+        check_frame(tuple(edit.reference_mask.shape), other.latent_shape[-2:], f, "edit: its reference_mask",
+                    f"the {name}'s image")
+    else:
+        check_frame(size, other.latent_shape[-2:], f, f"edit: {what}", f"the {name}'s image")
 
 
 class _MemoryAttentionPatch:
@@ -133,9 +197,10 @@ class _MemoryAttentionPatch:
         step = self.step_for(extra_options["sigmas"])
         ref = self.attention.memory.kv.get((step, key))
         if ref is not None and ref.shape[1] != n.shape[1]:
-            raise ValueError(f"DragonDiffusion cross-branch attention: the memory was inverted at another latent "
-                             f"size ({ref.shape[1]} tokens at {key}, this image has {n.shape[1]}); sample at the "
-                             f"inverted image's size")
+            h, w = self.attention.latent_hw
+            raise ValueError(f"{ATTENTION_PATCH}: the memory was inverted from a {w}x{h} latent, the sampler's latent "
+                             f"has another size ({n.shape[1]} tokens in output block {key.block} where the memory has "
+                             f"{ref.shape[1]}): sample a latent of the inverted image's size")
         r = self.attention.self_attention(AttnCall(key, step, "cond"), n)
         if r is None:
             return n, context_attn1, value_attn1
@@ -168,8 +233,9 @@ class CrossBranchAttentionPatch(io.ComfyNode):
         )
 
     @classmethod
+    @named_errors(ATTENTION_PATCH)
     def execute(cls, model, memory, mode, start_step, end_step) -> io.NodeOutput:
-        node = "DragonDiffusion Cross-Branch Attention"
+        node = ATTENTION_PATCH
         check_sd_unet(model, node)
         memory = check_memory_for(model, memory, "memory", node)
         patched = model.clone()
