@@ -311,10 +311,11 @@ class Editor {
   setOwn(output) {
     if (!output?.dragon_image && !output?.dragon_mask) return;
     this.own = { output, seq: nextSeq() };
-    this.refresh();
+    this.guard(() => this.refresh());
   }
 
   findSources() {
+    if (!this.node.graph) return { picture: null, mask: null }; // being created or configured
     const own = this.own?.output;
     const ownImage = own?.dragon_image?.length ? { url: viewURL(own.dragon_image[0]), seq: this.own.seq } : null;
     const ownMask = own?.dragon_mask?.length ? { url: viewURL(own.dragon_mask[0]), seq: this.own.seq, channel: "red" } : null;
@@ -348,7 +349,8 @@ class Editor {
       if (token !== this.loadToken) return; // a newer refresh is under way
       this.picture = p;
       this.mask = m;
-      this.sprite = this.kind === "move" ? objectSprite(p?.img, m) : null;
+      // (not from a loader's alpha mask: the browser drops the colour under alpha 0, the object would be black)
+      this.sprite = this.kind === "move" && mask?.channel !== "alpha" ? objectSprite(p?.img, m) : null;
       this.render(true);
     });
   }
@@ -384,8 +386,20 @@ class Editor {
 
   /** Called with every redraw of the node: catches changes made elsewhere (typing, loading, links). */
   poll() {
-    this.refresh();
-    this.render();
+    this.guard(() => {
+      this.refresh();
+      this.render();
+    });
+  }
+
+  /** The editor never breaks the graph canvas: a failure is reported once and drawing goes on. */
+  guard(fn) {
+    try {
+      fn();
+    } catch (e) {
+      if (!this.reported) console.error("DragonDiffusion editor:", e);
+      this.reported = true;
+    }
   }
 
   render(force = false) {
@@ -750,7 +764,7 @@ function chain(proto, name, after) {
 
 function refreshAllSoon() {
   // after the app's own handlers have stored the outputs this message carries
-  setTimeout(() => editors.forEach((e) => e.refresh()), 0);
+  setTimeout(() => editors.forEach((e) => e.guard(() => e.refresh())), 0);
 }
 
 app.registerExtension({
@@ -783,7 +797,8 @@ app.registerExtension({
       this.dragonEditor?.dispose();
     });
     chain(proto, "onConnectionsChange", function () {
-      this.dragonEditor?.refresh();
+      const e = this.dragonEditor;
+      e?.guard(() => e.refresh());
     });
     chain(proto, "onDrawForeground", function () {
       this.dragonEditor?.poll();

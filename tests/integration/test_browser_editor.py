@@ -55,6 +55,8 @@ DOCS_SCREENSHOT = ROOT / "docs" / "editor.png"
 EXTENSION_URL = f"/extensions/{PACK_FOLDER}/"
 NODE_TITLE_HEIGHT = 30  # LiteGraph's, in canvas units: a node's pos is below its title bar
 APP = "window.comfyAPI.app.app"
+LOADER_IMAGE = "dragon_editor_test.png"  # 48x40 RGBA: a painted mask (alpha 0) on x 10..19, y 12..23
+LOADER_MASK_BOX = {"x0": 10, "y0": 12, "x1": 20, "y1": 24}
 
 
 def _chromium() -> str:
@@ -81,6 +83,7 @@ def page(browser_tools, server):  # noqa: F811
                                  method="POST", headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=10).close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    _write_loader_image(server.dirs["input"] / LOADER_IMAGE)  # before the page lists the input files
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -320,6 +323,61 @@ def test_move_node_drag_the_mask_and_the_scale_handle(page, server):  # noqa: F8
         inputs = prompt[str(move_id)]["inputs"]
         assert (inputs["dx"], inputs["dy"], inputs["scale"]) == (6, -3, scale), inputs
     _update_docs_screenshot()
+
+
+def _write_loader_image(path: Path) -> None:
+    from PIL import Image
+
+    h, w = 40, 48
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 0] = np.linspace(40, 220, w, dtype=np.uint8)[None]
+    rgba[..., 1] = np.linspace(200, 60, h, dtype=np.uint8)[:, None]
+    rgba[..., 2] = 120
+    rgba[..., 3] = 255
+    b = LOADER_MASK_BOX
+    rgba[b["y0"]:b["y1"], b["x0"]:b["x1"], 3] = 0  # what the mask editor's brush leaves: LoadImage's MASK = 1 - alpha
+    Image.fromarray(rgba, "RGBA").save(path)
+
+
+def test_load_image_wired_in_shows_before_anything_runs(page, server):  # noqa: F811
+    """The usual real-image graph: Load Image (with a painted mask) straight into both nodes."""
+    wf = {"last_node_id": 3, "last_link_id": 2, "groups": [], "config": {}, "extra": {}, "version": 0.4,
+          "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 1, 1, 3, 0, "MASK"]],
+          "nodes": [
+              {"id": 1, "type": "LoadImage", "pos": [20, 40], "size": [300, 320], "flags": {}, "order": 0, "mode": 0,
+               "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1], "slot_index": 0},
+                                         {"name": "MASK", "type": "MASK", "links": [2], "slot_index": 1}],
+               "properties": {}, "widgets_values": [LOADER_IMAGE, "image"]},
+              {"id": 2, "type": "DragonDiff_DragEdit", "pos": [360, 40], "size": [360, 470], "flags": {}, "order": 1,
+               "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1},
+                                     {"name": "mask", "type": "MASK", "link": None}],
+               "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
+               "properties": {}, "widgets_values": [""]},
+              {"id": 3, "type": "DragonDiff_MoveEdit", "pos": [760, 40], "size": [360, 470], "flags": {}, "order": 2,
+               "mode": 0, "inputs": [{"name": "mask", "type": "MASK", "link": 2},
+                                     {"name": "inpaint_region", "type": "MASK", "link": None}],
+               "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
+               "properties": {}, "widgets_values": [0, 0, 1]}]}
+    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
+    show_node(page, 2, zoom=1.0)
+    # the Drag node: the loader's picture, at its own size (48x40, not square)
+    wait_picture(page, 2, f"filename={LOADER_IMAGE}")
+    assert page.evaluate(f"() => {editor(2)}.frame()") == {"w": 48, "h": 40}
+    click_pixel(page, 2, 47, 0)
+    click_pixel(page, 2, 0, 39)
+    assert widget(page, 2, "points") == "47,0,0,39"  # the corners: the frame is the image, not the node
+    # the Move node: the painted mask (alpha 0) as the object
+    show_node(page, 3, zoom=1.0)
+    page.wait_for_function(f"() => {editor(3)}.mask?.bbox && {editor(3)}.picture")
+    assert page.evaluate(f"() => {editor(3)}.mask.bbox") == LOADER_MASK_BOX
+    assert page.evaluate(f"() => {editor(3)}.frame()") == {"w": 48, "h": 40}
+    b = LOADER_MASK_BOX
+    cx, cy = (b["x0"] + b["x1"]) / 2, (b["y0"] + b["y1"]) / 2
+    drag(page, screen(page, 3, cx, cy), screen(page, 3, cx + 20, cy - 5))
+    assert [widget(page, 3, n) for n in ("dx", "dy", "scale")] == [20, -5, 1]
+    drag(page, screen(page, 3, cx + 20, cy - 5), screen(page, 3, cx + 200, cy - 5))  # kept inside the image
+    assert [widget(page, 3, n) for n in ("dx", "dy")] == [48 - b["x1"], -5]
+    shot(page, 3, "loadimage_move.png")
 
 
 def _update_docs_screenshot() -> None:
