@@ -7,10 +7,13 @@ fixture: main.py --cpu, the pack as a custom_nodes folder, temporary directories
 Checked, as a user does it with the mouse:
 - Drag node: load the drag demo, run its input preview, click two handle -> target pairs on
   the picture (the second after resizing the node), drag a target, add a third pair and delete
-  it with a right-click; the points widget holds the pairs in image pixels; the workflow saved
-  and loaded again keeps them; Run sends them in the prompt and the executed prompt has them.
+  it with a right-click, drop a lone handle with "Delete pair"; the points widget holds the
+  pairs in image pixels; the workflow saved and loaded again keeps them; Run sends them in the
+  prompt and the executed prompt has them.
 - Move / Resize node: run the move demo, drag the object's outline and the scale handle; dx,
   dy and scale follow; the prompt and the executed prompt carry them.
+- A Load Image with a painted mask wired straight into both nodes: the picture and the mask
+  show before anything runs, at the image's own (non-square) size.
 - Without a browser: the nodes' own previews (ui output on success, a websocket message when
   they refuse their settings) reach the client.
 
@@ -265,6 +268,11 @@ def test_drag_node_click_points_save_reload_and_run(page, server):  # noqa: F811
     click_pixel(page, drag_id, 25, 25, button="right")
     expected = "10,20,18,15; 4,6,8,4"
     assert widget(page, drag_id, "points") == expected
+    # a handle waiting for its target, dropped with "Delete pair" (which takes it before any pair)
+    click_pixel(page, drag_id, 30, 2)
+    assert "click the target" in status(page, drag_id)
+    page.locator(".dragondiffusion-editor button", has_text="Delete pair").click()
+    assert widget(page, drag_id, "points") == expected and "click the target" not in status(page, drag_id)
     assert status(page, drag_id).startswith("32x32 · 2 pairs")
     shot(page, drag_id, "drag_1_points.png")
 
