@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-comfyui clean
+.PHONY: demo test test-web test-comfyui clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(BIN)/python -m dragon_core demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) test-web
 	$(BIN)/python -m pytest -q
+
+# The browser editor's geometry and points format (web/editor_geometry.js), with Node's own test
+# runner: no npm packages. Skipped, saying so, on a machine without Node.js.
+test-web:
+	@if command -v node >/dev/null 2>&1; then node --test tests/web/*.test.mjs; \
+	else echo "SKIPPED tests/web (browser editor geometry): Node.js 18+ ('node') is not installed"; fi
 
 # Integration tests against a real ComfyUI: COMFYUI_PATH=checkout, COMFYUI_PYTHON=its venv's python
 # (make one with .ci/setup_comfyui_env.sh).

@@ -8,6 +8,9 @@ priority over our ``nodes`` folder, which is only ever imported relatively).
 
 Importing this file needs no ComfyUI: without ``comfy_api`` (the test suite, a
 plain Python) it registers nothing.
+
+``WEB_DIRECTORY``: the frontend extension in ``web/`` (the point and region editor
+drawn in the Drag and Move / Resize nodes), served at /extensions/<folder>/.
 """
 
 import importlib.util
@@ -18,11 +21,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.append(_HERE)
 
+WEB_DIRECTORY = "./web"
+
 if __package__ and importlib.util.find_spec("comfy_api") is not None:
     from .nodes.extension import comfy_entrypoint
 
-    __all__ = ["comfy_entrypoint"]
+    __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
 else:
     # No ComfyUI here; or pytest imported this rootdir file as a plain module named
     # "__init__" (a checkout folder whose name is not an identifier): nothing to register.
-    __all__ = []
+    __all__ = ["WEB_DIRECTORY"]

@@ -32,6 +32,18 @@ grep -v -E '^\s*(torch|torchvision|torchaudio)\s*($|[<>=!~;])' "$COMFYUI_PATH/re
 # Test tooling and the DragonDiffusion side.
 "$PY" -m pip install -c "$CONSTRAINTS" diffusers safetensors pytest numpy pillow einops hypothesis
 
+# The browser test of the editor (tests/integration/test_browser_editor.py): Playwright's Python
+# package drives Debian's chromium; Playwright's own browser download is never used
+# (`playwright install` is not run). Node.js runs the editor's geometry tests (make test-web).
+"$PY" -m pip install -c "$CONSTRAINTS" playwright
+if ! command -v chromium >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium nodejs
+  else
+    echo "install chromium and nodejs (e.g. sudo apt-get install chromium nodejs) for the browser tests" >&2
+  fi
+fi
+
 # Checks: torch not upgraded; ComfyUI's model management imports in --cpu mode.
 "$PY" - <<EOF
 import sys, torch, torchvision
@@ -43,3 +55,14 @@ comfy.cli_args.args.cpu = True
 import comfy.model_management as mm
 print("torch", torch.__version__, "torchvision", torchvision.__version__, "device", mm.get_torch_device())
 EOF
+
+# Check: Playwright starts the system chromium headless.
+if command -v chromium >/dev/null 2>&1; then
+  "$PY" - <<EOF
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    b = p.chromium.launch(executable_path="$(command -v chromium)", args=["--no-sandbox"])
+    print("chromium", b.version, "via playwright")
+    b.close()
+EOF
+fi

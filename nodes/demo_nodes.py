@@ -75,7 +75,9 @@ class ShapesScene(io.ComfyNode):
             description="Render a random shapes-world scene (32x32) for trying edits on the demo model without any "
                         "files: the image, one object's mask, and the scene's prompt.",
             inputs=[
-                io.Int.Input("seed", default=1, min=0, max=2**31 - 1, tooltip="Which scene."),
+                # not named "seed": the frontend gives every INT "seed" a control-after-generate widget
+                io.Int.Input("scene", default=1, min=0, max=2**31 - 1, tooltip="Which scene (the seed of "
+                                                                                 "the random scene)."),
                 io.Int.Input("object", default=0, min=0, max=2,
                              tooltip="Which object's mask to output (0 = first; clipped to the scene's objects)."),
             ],
@@ -89,12 +91,12 @@ class ShapesScene(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, seed, object) -> io.NodeOutput:
-        scene = random_scene(int(seed))
-        i = min(int(object), len(scene.objects) - 1)
-        image = torch.from_numpy(scene.render().astype(np.float32))[None]
-        mask = torch.from_numpy(scene.masks()[i].astype(np.float32))[None]
-        prompt = scene.prompt()
+    def execute(cls, scene, object) -> io.NodeOutput:
+        world = random_scene(int(scene))
+        i = min(int(object), len(world.objects) - 1)
+        image = torch.from_numpy(world.render().astype(np.float32))[None]
+        mask = torch.from_numpy(world.masks()[i].astype(np.float32))[None]
+        prompt = world.prompt()
         return io.NodeOutput(image, mask, encode_prompt(prompt), prompt)
 
 

@@ -5,11 +5,18 @@ A DRAGON_EDIT is one of the core's validated edit objects (``Move``, ``Drag``,
 against a base image's DRAGON_MEMORY. Offsets and points are image pixels
 (the size of the MASK / IMAGE given here); the sampler checks that size
 against the inverted latent. Every validation error names the node input.
+
+The Drag and Move / Resize nodes also hand their image / mask to the canvas
+editor in the node (web/dragon_editor.js): as ``ui`` output when they run, and as
+a websocket message when they refuse their settings (no points yet, no move yet),
+so the picture to edit on shows up either way.
 """
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+import logging
+
+from comfy_api.latest import io, ui
 
 from dragon_core.editing import Appearance, Drag, Move, Paste, Points
 from dragon_core.regions import parse_points
@@ -25,6 +32,54 @@ POINTS_TOOLTIP = ("Handle -> target pairs in image pixels: 'x1,y1,x2,y2; x1,y1,x
 
 
 POINTS = {"handles": "points", "targets": "points"}  # the core's names for what the points input gave
+
+
+# -- what the canvas editor (web/dragon_editor.js) draws ---------------------------------------------------
+
+EDITOR_PREVIEW_EVENT = "dragondiffusion.editor_preview"  # websocket message when the node fails
+
+
+def _editor_previews(image=None, mask=None) -> dict:
+    """The node's image and/or mask as temporary PNGs, for the point / region editor drawn in
+    the node. Keys of our own ("dragon_image", "dragon_mask"), not "images": ComfyUI would
+    otherwise draw them as an ordinary preview under the editor. No workflow metadata in them.
+    A preview that cannot be written is logged, never fails the edit."""
+    out = {}
+    try:
+        if image is not None:
+            img = image[:1]
+            img = img[..., :3] if img.shape[-1] >= 3 else img[..., :1].expand(-1, -1, -1, 3)
+            out["dragon_image"] = ui.PreviewImage(img).values
+        if mask is not None:
+            out["dragon_mask"] = ui.PreviewMask(mask[None]).values
+    except Exception as e:  # disk full, temp dir gone: the edit itself does not need the preview
+        logging.warning("DragonDiffusion: could not write the editor preview: %s", e)
+    return out
+
+
+def _with_previews(cls, previews: dict, make):
+    """``make()`` -> io.NodeOutput(edit, ui=previews). When the edit is refused (no points yet,
+    dx = dy = 0 and scale 1, ...) the previews still reach the editor, as a websocket message,
+    so the user sees the picture to place points on; then the error is raised as usual."""
+    try:
+        edit = make()
+    except ValueError:  # InputError, the core's RegionError and validation errors
+        _send_previews(cls, previews)
+        raise
+    return io.NodeOutput(edit, ui=previews)
+
+
+def _send_previews(cls, previews: dict) -> None:
+    node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
+    if not previews or node_id is None:
+        return
+    try:
+        from server import PromptServer  # ComfyUI's server module; absent when nodes run without one
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    if server is not None:
+        server.send_sync(EDITOR_PREVIEW_EVENT, {"node": str(node_id), "output": previews}, server.client_id)
 
 
 def _offset_inputs() -> list:
@@ -55,6 +110,7 @@ class MoveEdit(io.ComfyNode):
                               tooltip="Optional: surroundings the vacated area should resemble."),
             ],
             outputs=[DragonEdit.Output(display_name="edit", tooltip="The move edit, for the guidance sampler.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -65,7 +121,8 @@ class MoveEdit(io.ComfyNode):
         if region is not None and region.shape != m.shape:
             raise InputError(f"inpaint_region is {region.shape[1]}x{region.shape[0]}, mask is "
                              f"{m.shape[1]}x{m.shape[0]}: give both at the image's size")
-        return io.NodeOutput(Move(m, float(dx), float(dy), float(scale), region))
+        previews = _editor_previews(mask=m)
+        return _with_previews(cls, previews, lambda: Move(m, float(dx), float(dy), float(scale), region))
 
 
 class DragEdit(io.ComfyNode):
@@ -84,6 +141,7 @@ class DragEdit(io.ComfyNode):
                 io.Mask.Input("mask", optional=True, tooltip="Optional: the editable region (white may change)."),
             ],
             outputs=[DragonEdit.Output(display_name="edit", tooltip="The drag edit, for the guidance sampler.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -91,8 +149,13 @@ class DragEdit(io.ComfyNode):
     def execute(cls, image, points, mask=None) -> io.NodeOutput:
         size = image_size(image, "image")
         m = None if mask is None else single_mask(mask, "mask")
-        handles, targets = parse_points(points, "points")
-        return io.NodeOutput(Drag(handles, targets, size, m))
+        previews = _editor_previews(image=image, mask=m)
+
+        def make():
+            handles, targets = parse_points(points, "points")
+            return Drag(handles, targets, size, m)
+
+        return _with_previews(cls, previews, make)
 
 
 class PointSetEdit(io.ComfyNode):

@@ -135,9 +135,17 @@ def preview(w: Workflow, pos, image: Node, slot: int = 0, title: str | None = No
 
 # -- workflows ------------------------------------------------------------------------------------------------
 
+# the Drag and Move / Resize nodes draw the point / region editor (web/dragon_editor.js): room for the picture
+EDITOR_NODE_SIZE = (360, 470)
+
+
+def below(node: Node, gap: int = 40) -> tuple[int, int]:
+    return node.pos[0], node.pos[1] + node.size[1] + gap
+
+
 def move_edit(w: Workflow, pos, mask: Node, mask_slot: int, dx: int, dy: int, scale: float) -> Node:
     n = w.add("DragonDiff_MoveEdit", pos, [dx, dy, scale], [("mask", "MASK"), ("inpaint_region", "MASK")],
-              [("edit", "DRAGON_EDIT")])
+              [("edit", "DRAGON_EDIT")], EDITOR_NODE_SIZE)
     w.link(mask, mask_slot, n, "mask")
     return n
 
@@ -145,7 +153,7 @@ def move_edit(w: Workflow, pos, mask: Node, mask_slot: int, dx: int, dy: int, sc
 def points_edit(w: Workflow, pos, kind: str, image: Node, points: str) -> Node:
     if kind == "drag":
         n = w.add("DragonDiff_DragEdit", pos, [points], [("image", "IMAGE"), ("mask", "MASK")],
-                  [("edit", "DRAGON_EDIT")], (300, 150))
+                  [("edit", "DRAGON_EDIT")], EDITOR_NODE_SIZE)
     else:
         n = w.add("DragonDiff_PointSetEdit", pos, [points], [("image", "IMAGE")], [("edit", "DRAGON_EDIT")],
                   (300, 150))
@@ -172,7 +180,7 @@ def paste_edit(w: Workflow, pos, src_inv: Node, mask: Node, mask_slot: int, dx: 
     return n
 
 
-# the demo scenes (DragonDiff_ShapesScene seeds) and what each edit does to them
+# the demo scenes (DragonDiff_ShapesScene scene numbers) and what each edit does to them
 DEMO = {
     "move": dict(seed=3, edit=dict(dx=10, dy=-6, scale=1.0)),  # the yellow triangle to the right and up
     "resize": dict(seed=8, edit=dict(dx=0, dy=0, scale=1.3)),  # the red diamond 30% larger
@@ -210,8 +218,8 @@ def shapes_demo(kind: str) -> dict:
         edit = appearance_edit(w, (700, 40), scene, 1, rinv, ref, 1)
     else:
         edit = paste_edit(w, (700, 40), rinv, ref, 1, **d["edit"])
-    out = guided_sampler(w, (700, 230), model, scene, 2, neg, inv, edit)
-    decode_and_show(w, (1050, 40), out, vae, f"dragon_{kind}")
+    out = guided_sampler(w, below(edit), model, scene, 2, neg, inv, edit)
+    decode_and_show(w, (1100, 40), out, vae, f"dragon_{kind}")
     return w.to_json()
 
 
@@ -246,11 +254,11 @@ def sd15(kind: str) -> dict:
         edit = appearance_edit(w, (700, 40), img, 1, rinv, ref, 1)
     else:
         edit = paste_edit(w, (700, 40), rinv, ref, 1, 0, 0, 1.0)
-    out = guided_sampler(w, (700, 210), ckpt, pos, 0, neg, inv, edit)
-    d = w.add("VAEDecode", (1050, 40), [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (200, 50))
+    out = guided_sampler(w, below(edit), ckpt, pos, 0, neg, inv, edit)
+    d = w.add("VAEDecode", (1100, 40), [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (200, 50))
     w.link(out, 0, d, "samples")
     w.link(ckpt, 2, d, "vae")
-    s = w.add("SaveImage", (1280, 40), [f"dragon_{kind}_sd15"], [("images", "IMAGE")], [], (400, 400))
+    s = w.add("SaveImage", (1330, 40), [f"dragon_{kind}_sd15"], [("images", "IMAGE")], [], (400, 400))
     w.link(d, 0, s, "images")
     return w.to_json()
 

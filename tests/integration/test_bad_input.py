@@ -112,8 +112,8 @@ def _base() -> dict:
     """A move edit of shapes scene 4's orange square (box x 8..25, y 13..30 of 32x32) by 2 pixels."""
     return {
         "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
-        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 4, "object": 1}},
-        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 8, "object": 0}},
+        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 4, "object": 1}},
+        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 8, "object": 0}},
         "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
         "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
         "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},

@@ -112,7 +112,7 @@ def _error(executor) -> dict:
 def _base(steps: int = STEPS, seed: int = 4) -> dict:
     return {
         "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
-        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": seed, "object": 1}},
+        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": seed, "object": 1}},
         "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
         "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
         "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},

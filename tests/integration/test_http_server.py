@@ -283,7 +283,7 @@ def free_everything(server: ComfyServer) -> None:
     they are applied before the next prompt starts (a sleep would only make it likely). The
     barrier's node has inputs no other prompt here uses, so nothing it caches is reused."""
     assert post_json(server, "/free", {"free_memory": True, "unload_models": True}) == 200
-    barrier = {"scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 987654321, "object": 0}},
+    barrier = {"scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 987654321, "object": 0}},
                "show": {"class_type": "PreviewImage", "inputs": {"images": ["scene", 0]}}}
     execute_ok(server, barrier)
 

@@ -302,8 +302,8 @@ def test_cached_inputs_and_the_model_are_unchanged_by_every_node(comfy_env):
     comfy_env.nodes.NODE_CLASS_MAPPINGS["DragonTest_Fingerprint"] = _Fingerprint
     base = {
         "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
-        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 4, "object": 1}},
-        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"seed": 8, "object": 0}},
+        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 4, "object": 1}},
+        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 8, "object": 0}},
         "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
         "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
         "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},

@@ -1,0 +1,440 @@
+"""The point and region editor (web/) in a real browser, against a headless ComfyUI with the pack.
+
+Playwright drives Debian's chromium (``/usr/bin/chromium``, or ``$CHROMIUM``; Playwright's own
+browser downloads are never used) against the server that test_http_server.py starts (same
+fixture: main.py --cpu, the pack as a custom_nodes folder, temporary directories).
+
+Checked, as a user does it with the mouse:
+- Drag node: load the drag demo, run its input preview, click two handle -> target pairs on
+  the picture (the second after resizing the node), drag a target, add a third pair and delete
+  it with a right-click, drop a lone handle with "Delete pair"; the points widget holds the
+  pairs in image pixels; the workflow saved and loaded again keeps them; Run sends them in the
+  prompt and the executed prompt has them.
+- Move / Resize node: run the move demo, drag the object's outline and the scale handle; dx,
+  dy and scale follow; the prompt and the executed prompt carry them.
+- A Load Image with a painted mask wired straight into both nodes: the picture and the mask
+  show before anything runs, at the image's own (non-square) size.
+- Without a browser: the nodes' own previews (ui output on success, a websocket message when
+  they refuse their settings) reach the client.
+
+Screenshots (the nodes with the editor) go to ``$DRAGON_TEST_ARTIFACTS/browser`` (default
+``test_artifacts/browser`` in the checkout). ``UPDATE_EDITOR_SCREENSHOT=1`` also rewrites the
+README's picture, docs/editor.png.
+
+Run: ``COMFYUI_PATH=/path/to/ComfyUI OMP_NUM_THREADS=1 python -m pytest -q
+tests/integration/test_browser_editor.py`` with a Python that has ComfyUI's requirements and
+``playwright`` (``.ci/setup_comfyui_env.sh`` installs both, and chromium). Skipped, with the
+reason, without COMFYUI_PATH, playwright or chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_http_server import (  # noqa: F401  (server: the module-scoped fixture, reused here)
+    PACK_FOLDER,
+    ROOT,
+    _comfyui_path,
+    demo_prompt,
+    execute,
+    server,
+    template,
+    view_image,
+)
+
+DRAG_WORKFLOW = "dragon_drag_shapes_demo.json"
+MOVE_WORKFLOW = "dragon_move_shapes_demo.json"
+STEPS = 10  # the Inversion's steps in the browser runs (the demos say 50)
+ARTIFACTS = Path(os.environ.get("DRAGON_TEST_ARTIFACTS") or ROOT / "test_artifacts") / "browser"
+DOCS_SCREENSHOT = ROOT / "docs" / "editor.png"
+EXTENSION_URL = f"/extensions/{PACK_FOLDER}/"
+NODE_TITLE_HEIGHT = 30  # LiteGraph's, in canvas units: a node's pos is below its title bar
+APP = "window.comfyAPI.app.app"
+LOADER_IMAGE = "dragon_editor_test.png"  # 48x40 RGBA: a painted mask (alpha 0) on x 10..19, y 12..23
+LOADER_MASK_BOX = {"x0": 10, "y0": 12, "x1": 20, "y1": 24}
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        pytest.skip(f"no chromium at {path} (apt-get install chromium, or set CHROMIUM): the browser tests need one")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_tools():
+    """Checked before the server starts: skip fast, with the reason."""
+    _comfyui_path()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed in this Python "
+                                   "(pip install playwright; the tests drive the system chromium, no browser download)")
+    return sync_api, _chromium()
+
+
+@pytest.fixture(scope="module")
+def page(browser_tools, server):  # noqa: F811
+    sync_api, chromium = browser_tools
+    # a fresh user directory: skip the first-run template dialog
+    req = urllib.request.Request(server.url + "/settings", data=json.dumps({"Comfy.TutorialCompleted": True}).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).close()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    _write_loader_image(server.dirs["input"] / LOADER_IMAGE)  # before the page lists the input files
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+        pg.set_default_timeout(20_000)
+        problems: list[str] = []  # console errors and page errors that involve the pack's extension
+
+        def on_console(msg):
+            where = (msg.location or {}).get("url", "")
+            if msg.type == "error" and (EXTENSION_URL in where or EXTENSION_URL in msg.text):
+                problems.append(f"console: {msg.text} ({where})")
+
+        pg.on("console", on_console)
+        pg.on("pageerror", lambda e: problems.append(f"page error: {e} {e.stack}")
+              if EXTENSION_URL in (e.stack or "") else None)
+        pg.goto(server.url)
+        pg.wait_for_function(f"{APP}?.graph && {APP}.vueAppReady", timeout=60_000)
+        pg.problems = problems
+        yield pg
+        browser.close()
+    assert not problems, problems
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def load_workflow(pg, server, name: str) -> dict:
+    """Load a shipped workflow as the template browser does (its JSON from the pack's template
+    route, into app.loadGraphData); returns {class_type: node id}."""
+    wf = template(server, name)
+    pg.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
+    ids = pg.evaluate(f"() => Object.fromEntries({APP}.graph.nodes.map(n => [n.type, n.id]))")
+    # a few DDIM steps are enough here
+    pg.evaluate(f"() => {{ {APP}.graph.getNodeById({ids['DragonDiff_Inversion']}).widgets"
+                f".find(w => w.name === 'steps').value = {STEPS}; }}")
+    pg.keyboard.press("Escape")
+    return ids
+
+
+def show_node(pg, node_id: int, zoom: float = 1.3) -> None:
+    """Zoom the canvas and put the node near the top left of the view."""
+    pg.evaluate(f"""() => {{
+        const c = {APP}.canvas, n = {APP}.graph.getNodeById({node_id});
+        c.ds.scale = {zoom};
+        c.ds.offset[0] = 120 / {zoom} - n.pos[0];
+        c.ds.offset[1] = 110 / {zoom} - n.pos[1];
+        c.setDirty(true, true);
+    }}""")
+    pg.wait_for_timeout(300)  # the DOM widgets follow on the next frames
+
+
+def node_box(pg, node_id: int, pad: float = 8) -> dict:
+    """The node's rectangle on screen (title bar included), for screenshots."""
+    return pg.evaluate(f"""() => {{
+        const c = {APP}.canvas, n = {APP}.graph.getNodeById({node_id});
+        const r = c.canvas.getBoundingClientRect(), s = c.ds.scale, [ox, oy] = c.ds.offset;
+        const x = r.left + (n.pos[0] + ox) * s - {pad}, y = r.top + (n.pos[1] - {NODE_TITLE_HEIGHT} + oy) * s - {pad};
+        return {{x: Math.max(0, x), y: Math.max(0, y), width: n.size[0] * s + 2 * {pad},
+                 height: (n.size[1] + {NODE_TITLE_HEIGHT}) * s + 2 * {pad}}};
+    }}""")
+
+
+def shot(pg, node_id: int, name: str) -> Path:
+    path = ARTIFACTS / name
+    pg.screenshot(path=str(path), clip=node_box(pg, node_id))
+    return path
+
+
+def editor(node_id: int) -> str:
+    return f"{APP}.graph.getNodeById({node_id}).dragonEditor"
+
+
+def screen(pg, node_id: int, x: float, y: float) -> tuple[float, float]:
+    """Screen position of image coordinates (x, y) in the node's editor."""
+    p = pg.evaluate(f"() => {editor(node_id)}.screenPoint({x}, {y})")
+    assert p is not None, "the editor has no picture to map onto"
+    return p[0], p[1]
+
+
+def click_pixel(pg, node_id: int, x: int, y: int, button: str = "left") -> None:
+    pg.mouse.click(*screen(pg, node_id, x + 0.5, y + 0.5), button=button)
+
+
+def drag(pg, start: tuple[float, float], end: tuple[float, float]) -> None:
+    pg.mouse.move(*start)
+    pg.mouse.down()
+    for k in (0.3, 0.7, 1.0):
+        pg.mouse.move(start[0] + (end[0] - start[0]) * k, start[1] + (end[1] - start[1]) * k)
+    pg.mouse.up()
+
+
+def widget(pg, node_id: int, name: str):
+    return pg.evaluate(f"() => {APP}.graph.getNodeById({node_id}).widgets.find(w => w.name === '{name}').value")
+
+
+def status(pg, node_id: int) -> str:
+    return pg.evaluate(f"() => {editor(node_id)}.status.textContent")
+
+
+def wait_picture(pg, node_id: int, url_part: str = "") -> None:
+    pg.wait_for_function(f"() => {{ const e = {editor(node_id)}; return !!(e.picture || e.mask) && "
+                         f"e.sourceKey.includes({json.dumps(url_part)}) && e.rect() !== null; }}")
+
+
+def run_and_wait(pg, server) -> tuple[dict, dict]:
+    """Click Run; returns (the prompt the page POSTed, the history entry once it finished)."""
+    with pg.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST") as info:
+        pg.get_by_role("button", name="Run", exact=True).click()
+    response = info.value
+    assert response.ok, response.text()
+    sent = response.request.post_data_json["prompt"]
+    pid = response.json()["prompt_id"]
+    deadline = time.monotonic() + 120
+    while True:
+        with urllib.request.urlopen(f"{server.url}/history/{pid}", timeout=10) as r:
+            entry = json.loads(r.read()).get(pid)
+        if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
+            break
+        if time.monotonic() > deadline:
+            server.fail(f"prompt {pid} did not finish within 120 s")
+        time.sleep(0.1)
+    if entry["status"]["status_str"] != "success":
+        server.fail(f"prompt {pid} failed: {json.dumps(entry['status'])[:3000]}")
+    return sent, entry
+
+
+# -- tests ----------------------------------------------------------------------------------------------
+
+
+def test_extension_is_served_and_registered(page, server):  # noqa: F811
+    with urllib.request.urlopen(server.url + "/extensions", timeout=10) as r:
+        listed = json.loads(r.read())
+    ours = sorted(u for u in listed if u.startswith(EXTENSION_URL))
+    assert ours == [f"{EXTENSION_URL}dragon_editor.js", f"{EXTENSION_URL}editor_geometry.js"], ours
+    ids = load_workflow(page, server, DRAG_WORKFLOW)
+    # gated on our node ids: the editor is in the Drag node only; it adds no serialised widget
+    has = page.evaluate(f"() => {APP}.graph.nodes.filter(n => n.dragonEditor).map(n => n.type)")
+    assert has == ["DragonDiff_DragEdit"]
+    names = page.evaluate(f"() => {APP}.graph.getNodeById({ids['DragonDiff_DragEdit']}).widgets.map(w => w.name)")
+    assert names == ["points", "dragon_editor"]
+
+
+def test_drag_node_click_points_save_reload_and_run(page, server):  # noqa: F811
+    ids = load_workflow(page, server, DRAG_WORKFLOW)
+    drag_id, preview_id = ids["DragonDiff_DragEdit"], ids["PreviewImage"]
+    show_node(page, drag_id)
+    assert widget(page, drag_id, "points") == "10,20,17,16"
+    assert page.evaluate(f"() => {editor(drag_id)}.rect()") is None  # nothing to draw on before a run
+
+    # the input preview alone (a user's "queue selected output nodes"): the editor finds the picture there
+    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1, ['{preview_id}']); }}")
+    wait_picture(page, drag_id, "type=temp")
+    assert page.evaluate(f"() => {editor(drag_id)}.frame()") == {"w": 32, "h": 32}
+    shot(page, drag_id, "drag_0_loaded.png")
+
+    page.locator(".dragondiffusion-editor button", has_text="Clear").click()
+    assert widget(page, drag_id, "points") == ""
+    click_pixel(page, drag_id, 10, 20)  # handle
+    assert widget(page, drag_id, "points") == ""  # a handle alone is not a pair yet
+    assert "click the target" in status(page, drag_id)
+    click_pixel(page, drag_id, 17, 16)  # its target
+    assert widget(page, drag_id, "points") == "10,20,17,16"
+
+    # the node resized: the picture is drawn at another scale, clicks still land on image pixels
+    scale0 = page.evaluate(f"() => {editor(drag_id)}.rect().scale")
+    page.evaluate(f"() => {{ const n = {APP}.graph.getNodeById({drag_id}); n.setSize([n.size[0] + 100, n.size[1] + 100]); "
+                  f"n.setDirtyCanvas(true, true); }}")
+    page.wait_for_function(f"() => {editor(drag_id)}.rect().scale > {scale0} + 0.5")
+    click_pixel(page, drag_id, 4, 6)
+    click_pixel(page, drag_id, 8, 4)
+    assert widget(page, drag_id, "points") == "10,20,17,16; 4,6,8,4"
+
+    # drag the first target one pixel right and up
+    drag(page, screen(page, drag_id, 17.5, 16.5), screen(page, drag_id, 18.5, 15.5))
+    assert widget(page, drag_id, "points") == "10,20,18,15; 4,6,8,4"
+    # a third pair, deleted with a right-click on its handle
+    click_pixel(page, drag_id, 25, 25)
+    click_pixel(page, drag_id, 28, 20)
+    assert widget(page, drag_id, "points") == "10,20,18,15; 4,6,8,4; 25,25,28,20"
+    click_pixel(page, drag_id, 25, 25, button="right")
+    expected = "10,20,18,15; 4,6,8,4"
+    assert widget(page, drag_id, "points") == expected
+    # a handle waiting for its target, dropped with "Delete pair" (which takes it before any pair)
+    click_pixel(page, drag_id, 30, 2)
+    assert "click the target" in status(page, drag_id)
+    page.locator(".dragondiffusion-editor button", has_text="Delete pair").click()
+    assert widget(page, drag_id, "points") == expected and "click the target" not in status(page, drag_id)
+    assert status(page, drag_id).startswith("32x32 · 2 pairs")
+    shot(page, drag_id, "drag_1_points.png")
+
+    # saved and loaded again (what a shared workflow file does): the pairs come back; the editor
+    # itself is not serialised, the points widget is the only value
+    saved = page.evaluate(f"() => JSON.parse(JSON.stringify({APP}.graph.serialize()))")
+    node = next(n for n in saved["nodes"] if n["id"] == drag_id)
+    assert node["widgets_values"] == [expected]
+    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", saved)
+    assert widget(page, drag_id, "points") == expected
+    assert "2 pairs" in status(page, drag_id)
+    show_node(page, drag_id)
+
+    # Run: the prompt carries the points, and the server executed exactly those
+    sent, entry = run_and_wait(page, server)
+    inputs = sent[str(drag_id)]["inputs"]
+    assert inputs["points"] == expected and "dragon_editor" not in inputs, inputs
+    executed = entry["prompt"][2]
+    assert executed[str(drag_id)]["inputs"]["points"] == expected
+    own = entry["outputs"][str(drag_id)]["dragon_image"]
+    assert len(own) == 1 and own[0]["type"] == "temp"
+    assert any(img.get("type") == "output" for out in entry["outputs"].values() for img in out.get("images", []))
+    # the editor now shows the node's own preview: the image the node got
+    wait_picture(page, drag_id, own[0]["filename"])
+    shot(page, drag_id, "drag_2_after_run.png")
+
+
+def test_move_node_drag_the_mask_and_the_scale_handle(page, server):  # noqa: F811
+    ids = load_workflow(page, server, MOVE_WORKFLOW)
+    move_id = ids["DragonDiff_MoveEdit"]
+    show_node(page, move_id)
+    assert [widget(page, move_id, n) for n in ("dx", "dy", "scale")] == [10, -6, 1]
+    run_and_wait(page, server)  # the node sends its mask; the Input preview shows the picture
+    wait_picture(page, move_id)
+    page.wait_for_function(f"() => {editor(move_id)}.mask?.bbox && {editor(move_id)}.picture")
+    box = page.evaluate(f"() => {editor(move_id)}.mask.bbox")
+    shot(page, move_id, "move_0_loaded.png")
+
+    # drag the object (at its moved place) 4 px left and 3 px down
+    cx, cy = (box["x0"] + box["x1"]) / 2 + 10, (box["y0"] + box["y1"]) / 2 - 6
+    drag(page, screen(page, move_id, cx, cy), screen(page, move_id, cx - 4, cy + 3))
+    assert [widget(page, move_id, n) for n in ("dx", "dy", "scale")] == [6, -3, 1]
+    # the scale handle (the moved box's corner) pulled out along the diagonal to 1.25x
+    hx, hy = box["x1"] + 6, box["y1"] - 3
+    gx = cx - 4 + (box["x1"] - (box["x0"] + box["x1"]) / 2) * 1.25
+    gy = cy + 3 + (box["y1"] - (box["y0"] + box["y1"]) / 2) * 1.25
+    drag(page, screen(page, move_id, hx, hy), screen(page, move_id, gx, gy))
+    assert [widget(page, move_id, n) for n in ("dx", "dy")] == [6, -3]
+    assert abs(widget(page, move_id, "scale") - 1.25) <= 0.02
+    scale = widget(page, move_id, "scale")
+    assert status(page, move_id) == f"dx 6, dy -3, scale {scale:.2f}"
+    shot(page, move_id, "move_1_dragged.png")
+
+    sent, entry = run_and_wait(page, server)
+    for prompt in (sent, entry["prompt"][2]):
+        inputs = prompt[str(move_id)]["inputs"]
+        assert (inputs["dx"], inputs["dy"], inputs["scale"]) == (6, -3, scale), inputs
+    _update_docs_screenshot()
+
+
+def _write_loader_image(path: Path) -> None:
+    from PIL import Image
+
+    h, w = 40, 48
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 0] = np.linspace(40, 220, w, dtype=np.uint8)[None]
+    rgba[..., 1] = np.linspace(200, 60, h, dtype=np.uint8)[:, None]
+    rgba[..., 2] = 120
+    rgba[..., 3] = 255
+    b = LOADER_MASK_BOX
+    rgba[b["y0"]:b["y1"], b["x0"]:b["x1"], 3] = 0  # what the mask editor's brush leaves: LoadImage's MASK = 1 - alpha
+    Image.fromarray(rgba, "RGBA").save(path)
+
+
+def test_load_image_wired_in_shows_before_anything_runs(page, server):  # noqa: F811
+    """The usual real-image graph: Load Image (with a painted mask) straight into both nodes."""
+    wf = {"last_node_id": 3, "last_link_id": 2, "groups": [], "config": {}, "extra": {}, "version": 0.4,
+          "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 1, 1, 3, 0, "MASK"]],
+          "nodes": [
+              {"id": 1, "type": "LoadImage", "pos": [20, 40], "size": [300, 320], "flags": {}, "order": 0, "mode": 0,
+               "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1], "slot_index": 0},
+                                         {"name": "MASK", "type": "MASK", "links": [2], "slot_index": 1}],
+               "properties": {}, "widgets_values": [LOADER_IMAGE, "image"]},
+              {"id": 2, "type": "DragonDiff_DragEdit", "pos": [360, 40], "size": [360, 470], "flags": {}, "order": 1,
+               "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1},
+                                     {"name": "mask", "type": "MASK", "link": None}],
+               "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
+               "properties": {}, "widgets_values": [""]},
+              {"id": 3, "type": "DragonDiff_MoveEdit", "pos": [760, 40], "size": [360, 470], "flags": {}, "order": 2,
+               "mode": 0, "inputs": [{"name": "mask", "type": "MASK", "link": 2},
+                                     {"name": "inpaint_region", "type": "MASK", "link": None}],
+               "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
+               "properties": {}, "widgets_values": [0, 0, 1]}]}
+    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
+    show_node(page, 2, zoom=1.0)
+    # the Drag node: the loader's picture, at its own size (48x40, not square)
+    wait_picture(page, 2, f"filename={LOADER_IMAGE}")
+    assert page.evaluate(f"() => {editor(2)}.frame()") == {"w": 48, "h": 40}
+    click_pixel(page, 2, 47, 0)
+    click_pixel(page, 2, 0, 39)
+    assert widget(page, 2, "points") == "47,0,0,39"  # the corners: the frame is the image, not the node
+    # the Move node: the painted mask (alpha 0) as the object
+    show_node(page, 3, zoom=1.0)
+    page.wait_for_function(f"() => {editor(3)}.mask?.bbox && {editor(3)}.picture")
+    assert page.evaluate(f"() => {editor(3)}.mask.bbox") == LOADER_MASK_BOX
+    assert page.evaluate(f"() => {editor(3)}.frame()") == {"w": 48, "h": 40}
+    b = LOADER_MASK_BOX
+    cx, cy = (b["x0"] + b["x1"]) / 2, (b["y0"] + b["y1"]) / 2
+    drag(page, screen(page, 3, cx, cy), screen(page, 3, cx + 20, cy - 5))
+    assert [widget(page, 3, n) for n in ("dx", "dy", "scale")] == [20, -5, 1]
+    drag(page, screen(page, 3, cx + 20, cy - 5), screen(page, 3, cx + 200, cy - 5))  # kept inside the image
+    assert [widget(page, 3, n) for n in ("dx", "dy")] == [48 - b["x1"], -5]
+    shot(page, 3, "loadimage_move.png")
+
+
+def _update_docs_screenshot() -> None:
+    """docs/editor.png: the Drag and the Move / Resize node side by side (UPDATE_EDITOR_SCREENSHOT=1)."""
+    if os.environ.get("UPDATE_EDITOR_SCREENSHOT") != "1":
+        return
+    from PIL import Image
+
+    parts = [Image.open(ARTIFACTS / n).convert("RGB") for n in ("drag_1_points.png", "move_1_dragged.png")]
+    h = max(p.height for p in parts)
+    sheet = Image.new("RGB", (sum(p.width for p in parts) + 12 * (len(parts) - 1), h), (24, 24, 24))
+    x = 0
+    for p in parts:
+        sheet.paste(p, (x, 0))
+        x += p.width + 12
+    if sheet.width > 1000:
+        sheet = sheet.resize((1000, round(sheet.height * 1000 / sheet.width)), Image.LANCZOS)
+    DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+    sheet.save(DOCS_SCREENSHOT, optimize=True)  # ~110 kB; a 256-colour palette bands the gradients
+
+
+# -- the previews, over HTTP (no browser) --------------------------------------------------------------
+
+
+def execute_off_thread(server, prompt):  # noqa: F811
+    """test_http_server.execute runs its own asyncio loop; Playwright's sync API (alive in this
+    module when the browser tests ran first) keeps one running in this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(execute, server, prompt).result()
+
+
+def test_nodes_send_their_picture_to_the_editor(server):  # noqa: F811
+    # on success: ui output under the editor's keys (not "images": no second preview in the node)
+    prompt = demo_prompt(server, DRAG_WORKFLOW, steps=STEPS, prefix="browser_preview")
+    drag_id = next(k for k, v in prompt.items() if v["class_type"] == "DragonDiff_DragEdit")
+    run = execute_off_thread(server, prompt)
+    assert run.status["status_str"] == "success", run.status
+    out = run.history["outputs"][drag_id]
+    assert set(out) == {"dragon_image"}, out
+    img = view_image(server, out["dragon_image"][0])
+    assert img.shape == (32, 32, 3) and img.std() > 5
+    # refused settings (dx = dy = 0, scale 1): the error as before, and the mask still reaches the client
+    prompt = demo_prompt(server, MOVE_WORKFLOW, steps=STEPS, prefix="browser_refused")
+    move_id = next(k for k, v in prompt.items() if v["class_type"] == "DragonDiff_MoveEdit")
+    prompt[move_id]["inputs"].update(dx=0, dy=0, scale=1.0)
+    run = execute_off_thread(server, prompt)
+    assert run.status["status_str"] == "error"
+    assert "describe no change" in run.events("execution_error")[0]["exception_message"]
+    [msg] = run.events("dragondiffusion.editor_preview")
+    assert msg["node"] == move_id and set(msg["output"]) == {"dragon_mask"}, msg
+    mask = view_image(server, msg["output"]["dragon_mask"][0])
+    assert mask.shape == (32, 32, 3) and set(np.unique(mask)) <= {0, 255} and (mask == 255).any()
