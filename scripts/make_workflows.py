@@ -184,7 +184,7 @@ def paste_edit(w: Workflow, pos, src_inv: Node, mask: Node, mask_slot: int, dx: 
 DEMO = {
     "move": dict(seed=3, edit=dict(dx=10, dy=-6, scale=1.0)),  # the yellow triangle to the right and up
     "resize": dict(seed=8, edit=dict(dx=0, dy=0, scale=1.3)),  # the red diamond 30% larger
-    "drag": dict(seed=3, points="10,20,17,16", grow=8),  # the triangle's centre up and right, inside its grown mask
+    "drag": dict(seed=8, points="15,14,19,14", grow=5),  # the diamond 4 px to the right, inside its grown mask
     "points": dict(seed=8, points="11,14,9,14; 19,14,21,14; 15,10,15,8; 15,18,15,20"),  # the diamond 1.3x larger
     "appearance": dict(seed=2, reference=11),  # the blue triangle takes the cyan triangle's look
     "paste": dict(seed=2, reference=8, edit=dict(dx=-6, dy=-5, scale=1.0)),  # the red diamond into the scene
