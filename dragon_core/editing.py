@@ -190,6 +190,7 @@ class EditSettings:
     copy_until: float = 0.0  # ... and keep following the source's moved inversion there for this fraction of steps
     background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
+    point_region: float = 0.0  # drag/points without a mask: the points' box grown by this fraction of the side
     seed: int = 0
 
     def guided(self, s: int, n: int) -> bool:
@@ -238,6 +239,18 @@ def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = No
 
 
 # -- plan ----------------------------------------------------------------------------------------------
+
+
+def points_box(points: torch.Tensor, image_size: tuple[int, int], margin: float) -> torch.Tensor:
+    """(H, W) mask of the box around ``points`` ((P, 2) x, y pixels) grown by ``margin`` x the
+    longer image side, clipped to the image."""
+    H, W = image_size
+    pad = margin * max(H, W)
+    x0, y0 = (points.min(dim=0).values - pad).floor().clamp(min=0).long().tolist()
+    x1, y1 = (points.max(dim=0).values + pad).ceil().long().tolist()
+    m = torch.zeros(H, W)
+    m[y0:min(y1 + 1, H), x0:min(x1 + 1, W)] = 1
+    return m
 
 
 def grid_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -369,14 +382,17 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
     if isinstance(edit, Drag):  # Drag and Points
         hp = point_patch(edit.handles, gh, gw, image_size)
         tp = point_patch(edit.targets, gh, gw, image_size)
-        keep = None if edit.mask is None else ~grid_mask(edit.mask, gh, gw)
+        mask = edit.mask
+        if mask is None and s_.point_region > 0:  # no mask given: the points' box, grown, may change
+            mask = points_box(torch.cat([edit.handles, edit.targets]), image_size, s_.point_region)
+        keep = None if mask is None else ~grid_mask(mask, gh, gw)
         start = z_T.clone()
         if s_.copy_start:  # each target's latent patch starts as its handle's
             lhp = point_patch(edit.handles, lh, lw, image_size)
             ltp = point_patch(edit.targets, lh, lw, image_size)
             start[..., ltp[..., 0], ltp[..., 1]] = z_T[..., lhp[..., 0], lhp[..., 1]]
-        region = torch.ones(1, 1, lh, lw, dtype=torch.bool) if edit.mask is None \
-            else grid_mask(edit.mask, lh, lw)[None, None]
+        region = torch.ones(1, 1, lh, lw, dtype=torch.bool) if mask is None \
+            else grid_mask(mask, lh, lw)[None, None]
 
         def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
             dev = cur[0].device

@@ -226,3 +226,20 @@ def test_copy_until_follows_the_moved_source_inversion(random_backend, memory, k
         want = src.trajectory.latents[s + 1][0][:, 8:16, 8:16]
         same = torch.equal(seen[s][0][:, dest].reshape(3, 8, 8), want)
         assert same == (s < 0.5 * STEPS), s
+
+
+def test_points_without_a_mask_edit_inside_their_grown_box(random_backend, memory):
+    """point_region: the points' box grown by a fraction of the side becomes the editable
+    region, so the background lock keeps everything outside it exactly."""
+    from dragon_core.editing import points_box
+
+    box = points_box(torch.tensor([[10.0, 10.0], [14.0, 12.0]]), (32, 32), 0.1)
+    ys, xs = torch.nonzero(box, as_tuple=True)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (6, 18, 6, 16)  # 10..14 / 10..12 grown by 3.2 px
+    cond, uncond = _ctx()
+    edit = Points(torch.tensor([[10.0, 10.0]]), torch.tensor([[14.0, 12.0]]), (32, 32))
+    out = edit_image(random_backend, memory, edit, cond, uncond,
+                     default_settings("points", point_region=0.1, background_lock=1.0, lock_margin=0.1)).latent
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[6 - 4: 16 + 5, 6 - 4: 18 + 5] = False  # the box grown by the lock margin (3 or 4 cells)
+    assert torch.equal(out[0][:, outside], memory.trajectory.z_0[0][:, outside])
