@@ -188,10 +188,10 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: a move and a resize edit on shapes scenes, scored against ground
-    truth, plus samples and an inversion round trip of the first scene."""
+    """The main job: one edit of each kind on shapes scenes, scored against ground truth,
+    plus samples and an inversion round trip of the move scene."""
     from . import ddim
-    from .bench import make_case, run_case
+    from .bench import KINDS, make_case, run_case
     from .editing import default_settings
 
     backend, enc = _load(args)
@@ -200,16 +200,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg, spacing = _sampling(args)
     defaults = _edit_defaults(args)
     paths, sheet, runs = [], [], {}
-    for kind in ("move", "resize"):
+    extra_metric = {"move": "centroid_err", "resize": "area_ratio", "drag": "drag_ratio", "points": "area_ratio",
+                    "appearance": "colour_err", "paste": "centroid_err"}
+    for kind in KINDS:
         case = make_case(kind, args.seed).edit_case
-        r = runs[kind] = run_case(backend, enc, kind, case, default_settings("move", defaults), spacing, args.steps)
-        sc = r["scores"]["dragon"]
-        extra = f", area ratio {sc['area_ratio']:.2f}" if kind == "resize" else ""
-        print(f"{kind} (dx {case.dx:+.0f}, dy {case.dy:+.0f}, scale {case.scale:.2f}): object IoU {sc['iou']:.2f}, "
-              f"centroid error {sc['centroid_err']:.2f} px{extra}, PSNR to target {sc['psnr']:.2f} dB "
-              f"(no guidance {r['scores']['no_guidance']['psnr']:.2f} dB)")
-        sheet += [r["images"]["input"], r["images"]["target"], r["images"]["dragon"], r["images"]["no_guidance"]]
-    paths.append(save_png(grid(sheet, 4), out / "edits.png", 8))
+        settings = default_settings("move" if kind == "resize" else kind, defaults)
+        r = runs[kind] = run_case(backend, enc, kind, case, settings, spacing, args.steps)
+        sc, m = r["scores"]["dragon"], extra_metric[kind]
+        print(f"{kind:10s} PSNR to target {sc['psnr']:5.2f} dB (no guidance {r['scores']['no_guidance']['psnr']:5.2f}, "
+              f"naive {r['scores']['naive']['psnr']:5.2f}), object IoU {sc['iou']:.2f}, {m} {sc[m]:.2f}")
+        blank = np.ones_like(r["images"]["input"])
+        sheet += [r["images"]["input"], r["images"].get("reference", blank), r["images"]["target"],
+                  r["images"]["dragon"], r["images"]["no_guidance"]]
+    paths.append(save_png(grid(sheet, 5), out / "edits.png", 8))
     # the move scene's inversion (its memory) also gives the reconstruction: no second inversion
     scene, memory = runs["move"]["case"].scene, runs["move"]["memory"]
     prompt = scene.prompt()
@@ -219,7 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     paths.append(save_png(grid([tensor_to_array(samples[i : i + 1]) for i in range(8)], 8), out / "samples.png", 8))
     paths.append(save_png(grid([scene.render(), tensor_to_array(recon)], 2), out / "reconstruction.png", 8))
     print(f"samples for {prompt!r}; DDIM inversion + reconstruction ({args.steps} steps): PSNR {value:.2f} dB")
-    print(f"done in {time.time() - t0:.1f}s. edits.png rows: input | target | DragonDiffusion | no guidance")
+    print(f"done in {time.time() - t0:.1f}s. edits.png rows ({', '.join(KINDS)}): input | reference | target | "
+          f"DragonDiffusion | no guidance")
     _print_written(paths)
     return 0
 

@@ -67,7 +67,9 @@ def test_invert_reports_psnr_and_writes_trajectory(tmp_path, capsys):
 def test_demo_writes_images(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "10"]) == 0
     out = capsys.readouterr().out
-    assert "move (dx" in out and "resize (dx" in out and "object IoU" in out
+    for kind in ("move", "resize", "drag", "points", "appearance", "paste"):
+        assert f"\n{kind}" in "\n" + out or out.startswith(kind), kind
+    assert out.count("PSNR to target") == 6 and "object IoU" in out
     for name in ("edits.png", "samples.png", "reconstruction.png"):
         assert (tmp_path / name).is_file() and str(tmp_path / name) in out
 
