@@ -11,12 +11,13 @@ UNet passes again.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from comfy_api.latest import io
 
-from dragon_core.memory import MemoryPolicy, default_feature_levels, invert_with_memory
+from dragon_core.memory import MemoryPolicy, default_feature_levels, default_kv_layers, invert_with_memory
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
@@ -82,7 +83,10 @@ class Inversion(io.ComfyNode):
         try:
             with torch.inference_mode(False), torch.no_grad(), ComfyBackend(model) as backend:
                 z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
-                policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()),
+                # layers by the core's structural rules (dragon_core.memory): SD1.x/2.x every decoder
+                # self-attention and output blocks 6, 9; SDXL a budgeted subset and output blocks 3, 6
+                policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
+                                      feature_levels=default_feature_levels(backend.decoder_levels()),
                                       device=mm.unet_offload_device())
                 memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
                                             policy=policy, model_id=model_identity(model),
@@ -91,6 +95,9 @@ class Inversion(io.ComfyNode):
                 sigma = backend.sigma(t_first)
                 x_T = memory.trajectory.z_T.to(torch.float32).cpu() * math.sqrt(1 + sigma * sigma)
                 inverted = model.model.process_latent_out(x_T)
+                memory.info["feature_block_ids"] = {lv: backend.feature_block_ids()[lv]
+                                                    for lv in policy.feature_levels}
+                logging.info("%s: %s", NODE, memory.describe())
         except Exception as e:
             if not is_out_of_memory(e) or isinstance(e, OutOfMemory):
                 raise
