@@ -39,7 +39,7 @@ def check_sd_unet(model: Any, node: str) -> None:
     unet = getattr(model.model, "diffusion_model", None)
     if unet is None or not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
         raise InputError(
-            f"{node}: model: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x style); this "
+            f"{node}: model: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x/XL style); this "
             f"MODEL is {type(model.model).__name__}, whose diffusion model is a {type(unet).__name__}: DiT/flow "
             f"models such as SD3 or Flux are not supported")
     problem = schedule_problem(model)
