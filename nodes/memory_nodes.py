@@ -1,8 +1,10 @@
 """DDIM inversion with feature-memory capture: LATENT -> inverted LATENT + DRAGON_MEMORY.
 
 The memory (the core's :class:`FeatureMemory`) is recorded in the inversion's
-own UNet passes: the latent trajectory, every decoder self-attention's input
-(``norm1(x)``, half the size of K and V) and the two mid-decoder feature maps,
+own UNet passes: the latent trajectory, the decoder self-attention inputs
+(``norm1(x)``, half the size of K and V; all of them for SD1.x/2.x, a budgeted
+subset of SDXL's 10-deep blocks) and the two mid-decoder feature maps, layers
+chosen by the structural rules of ``dragon_core.memory`` (README "Layer selection"),
 fp16 on ComfyUI's offload device. One memory serves any number of edits
 (the edit nodes and the sampler only read it), so there is no separate
 "capture" node: capturing from an existing trajectory would need the same
@@ -52,7 +54,7 @@ class Inversion(io.ComfyNode):
             description="DDIM-invert an image and keep its memory (latent trajectory, decoder self-attention "
                         "inputs, decoder features) for DragonDiffusion edits. One memory can feed several edits.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (an SD1.x/2.x-style UNet)."),
+                io.Model.Input("model", tooltip="The diffusion model (an SD1.x, SD2.x or SDXL UNet)."),
                 io.Latent.Input("latent", tooltip="The image to edit, encoded with VAE Encode (one image)."),
                 io.Conditioning.Input("positive", tooltip="A prompt describing the image (used for the inversion "
                                                           "and usually for the edit too)."),
