@@ -105,8 +105,8 @@ class Inversion(io.ComfyNode):
                 raise
             h, w = z.shape[-2:]
             raise OutOfMemory(
-                f"{NODE}: out of memory inverting a {w}x{h} latent with {steps} steps. The memory keeps every "
-                f"decoder self-attention input and two feature maps for each step (on the offload device, "
+                f"{NODE}: out of memory inverting a {w}x{h} latent with {steps} steps. The memory keeps the "
+                f"decoder self-attention inputs and two feature maps of each step (on the offload device, "
                 f"normally system RAM): use fewer steps or a smaller image, or free memory (unload other "
                 f"models). ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
         return io.NodeOutput({"samples": inverted}, memory)
