@@ -19,7 +19,8 @@ import math
 import torch
 from comfy_api.latest import io
 
-from dragon_core.memory import MemoryPolicy, default_feature_levels, default_kv_layers, invert_with_memory
+from dragon_core.memory import (MAX_KV_LAYERS_PER_BLOCK, MemoryPolicy, default_feature_levels, default_kv_layers,
+                                invert_with_memory)
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
@@ -60,6 +61,10 @@ class Inversion(io.ComfyNode):
                                                           "and usually for the edit too)."),
                 io.Int.Input("steps", default=50, min=2, max=1000,
                              tooltip="DDIM steps; the edit samples over the same steps (50 as in the paper)."),
+                io.Int.Input("attention_per_block", default=MAX_KV_LAYERS_PER_BLOCK, min=0, max=64, optional=True,
+                             tooltip="Self-attention layers remembered per decoder block (spread from first to "
+                                     "last); 0 = all. SD1.x/2.x have one per block (all are kept); SDXL's 10-deep "
+                                     "blocks make a full memory 1.8x larger (README: SDXL memory)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="inverted",
@@ -71,7 +76,7 @@ class Inversion(io.ComfyNode):
 
     @classmethod
     @named_errors(NODE)
-    def execute(cls, model, latent, positive, steps) -> io.NodeOutput:
+    def execute(cls, model, latent, positive, steps, attention_per_block=MAX_KV_LAYERS_PER_BLOCK) -> io.NodeOutput:
         import comfy.model_management as mm
 
         check_sd_unet(model, NODE)
@@ -87,7 +92,8 @@ class Inversion(io.ComfyNode):
                 z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
                 # layers by the core's structural rules (dragon_core.memory): SD1.x/2.x every decoder
                 # self-attention and output blocks 6, 9; SDXL a budgeted subset and output blocks 3, 6
-                policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
+                per_block = int(attention_per_block) or None  # 0: every decoder self-attention
+                policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers(), per_block),
                                       feature_levels=default_feature_levels(backend.decoder_levels()),
                                       device=mm.unet_offload_device())
                 memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,

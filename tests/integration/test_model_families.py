@@ -288,3 +288,14 @@ def test_zero_terminal_snr_is_refused_clearly(comfy, pack):
             pack["memory_nodes"].Inversion.execute(model, _image_latent(), _cond("sd2v"), STEPS)
         with pytest.raises(NotImplementedError, match="zero terminal SNR"):
             pack["comfy_backend"].ComfyBackend(model)
+
+
+def test_inversion_can_keep_every_sdxl_self_attention(models, pack):
+    """attention_per_block=0 lifts the budget: all 36 decoder self-attention layers of SDXL."""
+    with torch.inference_mode():
+        _, memory = pack["memory_nodes"].Inversion.execute(models["sdxl"], _image_latent(), _cond("sdxl"), 2,
+                                                           attention_per_block=0).args
+        _, budget = pack["memory_nodes"].Inversion.execute(models["sdxl"], _image_latent(), _cond("sdxl"), 2).args
+    assert len(memory.layers()) == 36 and len(budget.layers()) == 12
+    assert set(budget.layers()) < set(memory.layers())
+    assert memory.nbytes()["features"] == budget.nbytes()["features"]
