@@ -129,5 +129,7 @@ class Backend(Protocol):
         ...
 
     def decoder_levels(self) -> int:
-        """Number of decoder levels whose outputs ``decoder_feature`` reports."""
+        """Number of decoder resolution levels (diffusers ``up_blocks``). ``decoder_feature``
+        reports the outputs of at least every level but the last (full-resolution) one,
+        whose output is the UNet's final map; the energies never read it."""
         ...

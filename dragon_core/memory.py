@@ -42,17 +42,67 @@ class MemoryPolicy:
 
 
 def default_feature_levels(n_levels: int) -> tuple[int, int]:
-    """The two mid-decoder levels the energies read.
+    """The two decoder levels whose outputs the energies read, chosen from the UNet's structure.
 
-    Rule: with the decoder's levels numbered from the lowest resolution (diffusers
-    ``up_blocks`` order), take levels 1 and 2, the second and third. For SD1.5
-    (4 levels) this is exactly the reference method's ``up_blocks[1]`` and
-    ``up_blocks[2]`` (ComfyUI: ``h`` entering output blocks 6 and 9); for the
-    shapes model the same positions (16x16 and 32x32 maps for a 32x32 input).
+    ``n_levels`` is the decoder's number of resolution levels (diffusers
+    ``up_blocks``, numbered from the lowest resolution; ComfyUI: the output blocks
+    split at their ``Upsample`` layers). Rule: **the two levels before the last
+    (full-resolution) one**, i.e. levels ``n - 3`` and ``n - 2``. Each level's output
+    includes its upsampler, so these are the decoder features at 1/2 and 1/1 of the
+    latent's resolution, the last two maps before the full-resolution level
+    (ComfyUI: ``h`` entering the first output block of levels ``n - 2`` and ``n - 1``).
+
+    * SD1.x / SD2.x (4 levels, 3 output blocks each): levels 1 and 2, exactly the
+      reference method's ``up_blocks[1]`` and ``up_blocks[2]`` (ComfyUI output
+      blocks 6 and 9; 1280 and 640 channels).
+    * SDXL (3 levels): levels 0 and 1 (ComfyUI output blocks 3 and 6): the same
+      latent-relative resolutions and the same channels (1280, 640) as SD1.5's
+      pair, and both levels contain transformer blocks (depth 10 and 2), as SD1.5's do.
+    * the shapes demo model (4 levels): levels 1 and 2, as calibrated.
     """
     if n_levels < 3:
         raise ValueError(f"the energies need a decoder with at least 3 levels, this one has {n_levels}")
-    return (1, 2)
+    return (n_levels - 3, n_levels - 2)
+
+
+# Default K/V memory budget: at most this many self-attention layers per decoder block.
+MAX_KV_LAYERS_PER_BLOCK = 2
+
+
+def default_kv_layers(layers: Iterable[LayerKey],
+                      max_per_block: int | None = MAX_KV_LAYERS_PER_BLOCK) -> frozenset[LayerKey] | None:
+    """The decoder self-attention layers the memory keeps by default; ``None`` means all.
+
+    Rule: every decoder block (a ComfyUI output block, one ``SpatialTransformer``)
+    keeps all of its transformer blocks' self-attention inputs if it has at most
+    ``max_per_block`` of them, else ``max_per_block`` spread evenly from the first
+    to the last (for 2: the first and the last transformer block). SD1.x/SD2.x and
+    the shapes model have one transformer block per decoder block, so they keep
+    every decoder self-attention (the reference method's memory). SDXL's
+    10-deep blocks (output blocks 0-2) keep transformer indices 0 and 9, its 2-deep
+    blocks (3-5) both: 12 of 36 layers, 45 MiB instead of 105 MiB per step at
+    1024x1024 (see the README's memory figures). Layers not kept run as plain
+    self-attention in the edit. ``max_per_block=None`` keeps all.
+    """
+    layers = sorted(layers)
+    if max_per_block is None:
+        return None
+    if max_per_block < 1:
+        raise ValueError(f"max_per_block must be >= 1 or None, got {max_per_block}")
+    by_block: dict[tuple[str, int], list[LayerKey]] = {}
+    for k in layers:
+        by_block.setdefault((k.kind, k.block), []).append(k)
+    keep: set[LayerKey] = set()
+    for keys in by_block.values():
+        keys = sorted(keys, key=lambda k: k.index)
+        if len(keys) <= max_per_block:
+            keep.update(keys)
+        elif max_per_block == 1:
+            keep.add(keys[-1])
+        else:
+            n = len(keys) - 1
+            keep.update(keys[round(i * n / (max_per_block - 1))] for i in range(max_per_block))
+    return None if keep == set(layers) else frozenset(keep)
 
 
 @dataclass
@@ -98,14 +148,32 @@ class FeatureMemory:
         # inference tensor (a memory recorded under torch.inference_mode())
         return t.to(device=device, dtype=dtype, copy=True)
 
+    def layer_report(self) -> list[dict[str, Any]]:
+        """What the memory holds per layer: K/V layers (``kind`` "kv", ``name`` the layer key)
+        and feature levels (``kind`` "feature", ``name`` "level L"), each with its tensor shape
+        per step, bytes per step, number of steps and total bytes."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        items = [("kv", str(k), t) for (s, k), t in sorted(self.kv.items(), key=lambda i: (i[0][1], i[0][0]))]
+        items += [("feature", f"level {lv}", t) for (s, lv), t in sorted(self.features.items(),
+                                                                           key=lambda i: (i[0][1], i[0][0]))]
+        for kind, name, t in items:
+            b = t.numel() * t.element_size()
+            r = rows.setdefault((kind, name), {"kind": kind, "name": name, "shape": tuple(t.shape),
+                                               "bytes_per_step": b, "steps": 0, "bytes": 0})
+            r["steps"] += 1
+            r["bytes"] += b
+        return list(rows.values())
+
     def describe(self) -> str:
+        """One paragraph: steps, latent, which K/V layers and feature levels with their
+        per-step shapes and bytes, and the totals."""
         b = self.nbytes()
-        first = min((s for s, _ in self.kv), default=None)
-        shapes = {str(k): tuple(v.shape) for (s, k), v in self.kv.items() if s == first}
-        return (f"FeatureMemory: {self.steps} steps, latent {self.latent_shape}, {len(self.layers())} K/V layers "
-                f"{shapes}, feature levels {self.policy.feature_levels}; "
-                f"{b['total'] / 2**20:.2f} MiB (K/V {b['kv'] / 2**20:.2f}, features {b['features'] / 2**20:.2f}, "
-                f"trajectory {b['trajectory'] / 2**20:.2f})")
+        mib = 2**20
+        parts = [f"{r['name']} {r['shape']} {r['bytes_per_step'] / mib:.2f} MiB/step" for r in self.layer_report()]
+        return (f"FeatureMemory: {self.steps} steps, latent {self.latent_shape}, {len(self.layers())} K/V layers, "
+                f"feature levels {self.policy.feature_levels}: {'; '.join(parts)}. "
+                f"Total {b['total'] / mib:.2f} MiB (K/V {b['kv'] / mib:.2f}, features {b['features'] / mib:.2f}, "
+                f"trajectory {b['trajectory'] / mib:.2f})")
 
 
 class MemoryRecorder(UNetHooks):
@@ -142,7 +210,8 @@ def invert_with_memory(
 ) -> FeatureMemory:
     """DDIM-invert ``z_0`` (no CFG) and record the memory in the same passes."""
     if policy is None:
-        policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()))
+        policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
+                              feature_levels=default_feature_levels(backend.decoder_levels()))
     rec = MemoryRecorder(policy, backend.decoder_self_attention_layers())
     traj = ddim.invert(backend, z_0, cond, steps=steps, spacing=spacing, hooks=rec, callback=callback)
     return FeatureMemory(traj, rec.kv, rec.features, policy, model_id,

@@ -38,9 +38,11 @@ Hooks
     decoder level ``L`` (diffusers ``up_blocks[L]``) is ``h`` entering the first
     output block of level ``L + 1``, found from the model's structure (the block
     after each ``Upsample``; SD1.5: levels 0, 1, 2 -> ids 3, 6, 9; the shapes
-    model: 2, 4, 6). The last level's output never enters an output block, so
-    ``decoder_levels()`` is one less than diffusers' count (the energies use
-    levels 1 and 2). Step, branch and hooks travel per call in
+    model: 2, 4, 6; SDXL: levels 0, 1 -> ids 3, 6). The last level's output never
+    enters an output block and is not reported; ``decoder_levels()`` counts it
+    (diffusers' count: SD1.5 4, SDXL 3), so the core's layer rule
+    (``dragon_core.memory.default_feature_levels``: the two levels before the
+    last) reads SD1.5's ids 6 and 9 and SDXL's ids 3 and 6. Step, branch and hooks travel per call in
     ``transformer_options[TRANSFORMER_OPTIONS_KEY]``; the layer key is
     ``LayerKey(kind, block id, block_index)`` from ``extra_options``. A
     ``StopForward`` raised by a hook ends the forward; ``predict_eps`` returns None.
@@ -219,6 +221,11 @@ class ComfyBackend:
         ms = self.patcher.get_model_object("model_sampling")
         if not hasattr(ms, "sigmas"):
             raise NotImplementedError(f"{type(ms).__name__}: DragonDiffusion needs a discrete DDPM schedule (sigmas)")
+        from .model_info import schedule_problem
+
+        problem = schedule_problem(self.patcher)
+        if problem:
+            raise NotImplementedError(problem)
         self._sigmas = ms.sigmas.detach().to("cpu", torch.float64).clone()
         self.alphas_cumprod = 1.0 / (1.0 + self._sigmas**2)
         self.device = torch.device(self.patcher.load_device)
@@ -237,7 +244,8 @@ class ComfyBackend:
         return list(self._layers)
 
     def decoder_levels(self) -> int:
-        return len(self._taps)
+        """Decoder resolution levels (one more than the reported ones: see the module doc)."""
+        return len(self._taps) + 1
 
     def feature_block_ids(self) -> dict[int, int]:
         """{decoder level: ComfyUI output block id whose input ``h`` is that level's output}."""

@@ -1,8 +1,10 @@
 """DDIM inversion with feature-memory capture: LATENT -> inverted LATENT + DRAGON_MEMORY.
 
 The memory (the core's :class:`FeatureMemory`) is recorded in the inversion's
-own UNet passes: the latent trajectory, every decoder self-attention's input
-(``norm1(x)``, half the size of K and V) and the two mid-decoder feature maps,
+own UNet passes: the latent trajectory, the decoder self-attention inputs
+(``norm1(x)``, half the size of K and V; all of them for SD1.x/2.x, a budgeted
+subset of SDXL's 10-deep blocks) and the two mid-decoder feature maps, layers
+chosen by the structural rules of ``dragon_core.memory`` (README "Layer selection"),
 fp16 on ComfyUI's offload device. One memory serves any number of edits
 (the edit nodes and the sampler only read it), so there is no separate
 "capture" node: capturing from an existing trajectory would need the same
@@ -11,12 +13,14 @@ UNet passes again.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from comfy_api.latest import io
 
-from dragon_core.memory import MemoryPolicy, default_feature_levels, invert_with_memory
+from dragon_core.memory import (MAX_KV_LAYERS_PER_BLOCK, MemoryPolicy, default_feature_levels, default_kv_layers,
+                                invert_with_memory)
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
@@ -51,12 +55,16 @@ class Inversion(io.ComfyNode):
             description="DDIM-invert an image and keep its memory (latent trajectory, decoder self-attention "
                         "inputs, decoder features) for DragonDiffusion edits. One memory can feed several edits.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (an SD1.x/2.x-style UNet)."),
+                io.Model.Input("model", tooltip="The diffusion model (an SD1.x, SD2.x or SDXL UNet)."),
                 io.Latent.Input("latent", tooltip="The image to edit, encoded with VAE Encode (one image)."),
                 io.Conditioning.Input("positive", tooltip="A prompt describing the image (used for the inversion "
                                                           "and usually for the edit too)."),
                 io.Int.Input("steps", default=50, min=2, max=1000,
                              tooltip="DDIM steps; the edit samples over the same steps (50 as in the paper)."),
+                io.Int.Input("attention_per_block", default=MAX_KV_LAYERS_PER_BLOCK, min=0, max=64, optional=True,
+                             tooltip="Self-attention layers remembered per decoder block (spread from first to "
+                                     "last); 0 = all. SD1.x/2.x have one per block (all are kept); SDXL's 10-deep "
+                                     "blocks make a full memory 1.8x larger (README: SDXL memory)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="inverted",
@@ -68,7 +76,7 @@ class Inversion(io.ComfyNode):
 
     @classmethod
     @named_errors(NODE)
-    def execute(cls, model, latent, positive, steps) -> io.NodeOutput:
+    def execute(cls, model, latent, positive, steps, attention_per_block=MAX_KV_LAYERS_PER_BLOCK) -> io.NodeOutput:
         import comfy.model_management as mm
 
         check_sd_unet(model, NODE)
@@ -82,7 +90,11 @@ class Inversion(io.ComfyNode):
         try:
             with torch.inference_mode(False), torch.no_grad(), ComfyBackend(model) as backend:
                 z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
-                policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()),
+                # layers by the core's structural rules (dragon_core.memory): SD1.x/2.x every decoder
+                # self-attention and output blocks 6, 9; SDXL a budgeted subset and output blocks 3, 6
+                per_block = int(attention_per_block) or None  # 0: every decoder self-attention
+                policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers(), per_block),
+                                      feature_levels=default_feature_levels(backend.decoder_levels()),
                                       device=mm.unet_offload_device())
                 memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
                                             policy=policy, model_id=model_identity(model),
@@ -91,13 +103,16 @@ class Inversion(io.ComfyNode):
                 sigma = backend.sigma(t_first)
                 x_T = memory.trajectory.z_T.to(torch.float32).cpu() * math.sqrt(1 + sigma * sigma)
                 inverted = model.model.process_latent_out(x_T)
+                memory.info["feature_block_ids"] = {lv: backend.feature_block_ids()[lv]
+                                                    for lv in policy.feature_levels}
+                logging.info("%s: %s", NODE, memory.describe())
         except Exception as e:
             if not is_out_of_memory(e) or isinstance(e, OutOfMemory):
                 raise
             h, w = z.shape[-2:]
             raise OutOfMemory(
-                f"{NODE}: out of memory inverting a {w}x{h} latent with {steps} steps. The memory keeps every "
-                f"decoder self-attention input and two feature maps for each step (on the offload device, "
+                f"{NODE}: out of memory inverting a {w}x{h} latent with {steps} steps. The memory keeps the "
+                f"decoder self-attention inputs and two feature maps of each step (on the offload device, "
                 f"normally system RAM): use fewer steps or a smaller image, or free memory (unload other "
                 f"models). ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
         return io.NodeOutput({"samples": inverted}, memory)

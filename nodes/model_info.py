@@ -39,9 +39,43 @@ def check_sd_unet(model: Any, node: str) -> None:
     unet = getattr(model.model, "diffusion_model", None)
     if unet is None or not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
         raise InputError(
-            f"{node}: model: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x style); this "
+            f"{node}: model: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x/XL style); this "
             f"MODEL is {type(model.model).__name__}, whose diffusion model is a {type(unet).__name__}: DiT/flow "
             f"models such as SD3 or Flux are not supported")
+    problem = schedule_problem(model)
+    if problem:
+        raise InputError(f"{node}: model: {problem}")
+
+
+# DDIM inversion ends at the schedule's last timestep: with alpha_bar(T) below this (sigma above
+# ~1000) the inverted latent keeps no trace of the image and the first sampling step divides by ~0.
+MIN_TERMINAL_ALPHA_BAR = 1e-6
+
+
+def schedule_problem(model: Any) -> str | None:
+    """Why this MODEL's noise schedule does not fit DDIM inversion, or None.
+
+    Needs ComfyUI's discrete DDPM sampling (``ModelSamplingDiscrete``) with an
+    epsilon-parameterised k-diffusion prediction (eps, v-prediction or x0: ComfyUI turns
+    each into the denoised output, from which the backend computes eps); refuses
+    flow/CONST sampling, continuous EDM schedules and zero-terminal-SNR schedules
+    (``zsnr`` checkpoints, ModelSamplingDiscrete's zsnr option), whose last timestep
+    has alpha_bar ~ 0."""
+    import comfy.model_sampling as ms_mod
+
+    ms = model.get_model_object("model_sampling")
+    kind = type(ms).__name__
+    bases = ", ".join(b.__name__ for b in type(ms).__mro__[1:3])
+    if not isinstance(ms, ms_mod.ModelSamplingDiscrete) or not isinstance(ms, ms_mod.EPS) or \
+            isinstance(ms, ms_mod.StableCascadeSampling):
+        return (f"DragonDiffusion needs a discrete DDPM noise schedule with eps, v or x0 prediction (SD1.x, SD2.x, "
+                f"SDXL); this model samples with {kind} ({bases})")
+    sigma_max = float(ms.sigmas[-1])
+    if getattr(ms, "zsnr", False) or 1.0 / (1.0 + sigma_max**2) < MIN_TERMINAL_ALPHA_BAR:
+        return (f"this model's noise schedule has zero terminal SNR (sigma_max {sigma_max:.0f}): DDIM inversion to "
+                f"its last timestep loses the image (alpha_bar ~ 0), so DragonDiffusion refuses it; use a model "
+                f"(or a ModelSamplingDiscrete node) without zsnr")
+    return None
 
 
 def pixels_per_latent(model: Any) -> int:

@@ -95,8 +95,10 @@ def vae_encode(w: Workflow, pos, image: Node, slot: int, vae: Node, vae_slot: in
     return n
 
 
-def inversion(w: Workflow, pos, model: Node, latent: Node, positive: Node, pos_slot: int, steps: int = 50) -> Node:
-    n = w.add("DragonDiff_Inversion", pos, [steps],
+def inversion(w: Workflow, pos, model: Node, latent: Node, positive: Node, pos_slot: int, steps: int = 50,
+              attention_per_block: int = 2) -> Node:
+    # attention_per_block: dragon_core.memory.MAX_KV_LAYERS_PER_BLOCK (all layers of SD1.x/2.x, a subset of SDXL's)
+    n = w.add("DragonDiff_Inversion", pos, [steps, attention_per_block],
               [("model", "MODEL"), ("latent", "LATENT"), ("positive", "CONDITIONING")],
               [("inverted", "LATENT"), ("memory", "DRAGON_MEMORY")])
     w.link(model, 0, n, "model")
@@ -223,11 +225,21 @@ def shapes_demo(kind: str) -> dict:
     return w.to_json()
 
 
-def sd15(kind: str) -> dict:
-    """Stock loaders: a Stable Diffusion 1.5 checkpoint, a photo with its mask painted in
-    LoadImage's mask editor (and a reference photo for appearance / paste)."""
+# stock-loader workflows per model family: checkpoint name, file suffix, move distance (pixels)
+FAMILIES = {
+    "sd15": dict(ckpt="v1-5-pruned-emaonly.safetensors", move=64),
+    # SDXL base at 1024x1024: the same nodes; the layers come from the UNet's structure (README)
+    "sdxl": dict(ckpt="sd_xl_base_1.0.safetensors", move=128),
+}
+
+
+def sd15(kind: str, family: str = "sd15") -> dict:
+    """Stock loaders: a Stable Diffusion checkpoint (SD1.5, or SDXL with ``family="sdxl"``), a
+    photo with its mask painted in LoadImage's mask editor (and a reference photo for appearance /
+    paste)."""
+    fam = FAMILIES[family]
     w = Workflow()
-    ckpt = w.add("CheckpointLoaderSimple", (20, 40), ["v1-5-pruned-emaonly.safetensors"], [],
+    ckpt = w.add("CheckpointLoaderSimple", (20, 40), [fam["ckpt"]], [],
                  [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], (320, 100))
     img = w.add("LoadImage", (20, 180), ["example.png", "image"], [], [("IMAGE", "IMAGE"), ("MASK", "MASK")],
                 (320, 330), "Image (paint the object's mask in the mask editor)")
@@ -245,7 +257,7 @@ def sd15(kind: str) -> dict:
         rlat = vae_encode(w, (360, 600), ref, 0, ckpt, vae_slot=2)
         rinv = inversion(w, (360, 680), ckpt, rlat, pos, 0)
     if kind == "move":
-        edit = move_edit(w, (700, 40), img, 1, 64, 0, 1.0)
+        edit = move_edit(w, (700, 40), img, 1, fam["move"], 0, 1.0)
     elif kind == "resize":
         edit = move_edit(w, (700, 40), img, 1, 0, 0, 1.25)
     elif kind == "drag":
@@ -258,7 +270,7 @@ def sd15(kind: str) -> dict:
     d = w.add("VAEDecode", (1100, 40), [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (200, 50))
     w.link(out, 0, d, "samples")
     w.link(ckpt, 2, d, "vae")
-    s = w.add("SaveImage", (1330, 40), [f"dragon_{kind}_sd15"], [("images", "IMAGE")], [], (400, 400))
+    s = w.add("SaveImage", (1330, 40), [f"dragon_{kind}_{family}"], [("images", "IMAGE")], [], (400, 400))
     w.link(d, 0, s, "images")
     return w.to_json()
 
@@ -266,6 +278,7 @@ def sd15(kind: str) -> dict:
 WORKFLOWS = {f"dragon_{k}_shapes_demo.json": (lambda k=k: shapes_demo(k)) for k in DEMO}
 WORKFLOWS.update({f"dragon_{k}_sd15.json": (lambda k=k: sd15(k)) for k in ("move", "resize", "drag", "appearance",
                                                                               "paste")})
+WORKFLOWS["dragon_move_sdxl.json"] = lambda: sd15("move", "sdxl")
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ def test_one_workflow_per_edit_for_the_demo_model_and_for_sd15():
         assert f"dragon_{edit}_shapes_demo" in names
         if edit != "points":
             assert f"dragon_{edit}_sd15" in names
+    assert "dragon_move_sdxl" in names  # SDXL through the same nodes (README support table)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -28,7 +29,7 @@ def test_workflow_is_structurally_valid(path):
     prompt = to_api(ui, load_specs())
     types = {n["class_type"] for n in prompt.values()}
     assert "DragonDiff_GuidedSampler" in types and "SaveImage" in types
-    if "sd15" in path.name:
+    if "sd15" in path.name or "sdxl" in path.name:  # stock loaders
         assert {"CheckpointLoaderSimple", "CLIPTextEncode", "LoadImage", "VAEEncode", "VAEDecode"} <= types
     else:
         assert "CheckpointLoaderSimple" not in types and "DragonDiff_ShapesModelLoader" in types

@@ -109,7 +109,7 @@ def test_backend_structure_matches_diffusers(backend, reference):
     assert isinstance(backend, Backend)
     assert backend.decoder_self_attention_layers() == ref.decoder_self_attention_layers()
     assert backend.self_attention_layers() == ref.self_attention_layers()
-    assert backend.decoder_levels() == 3 and ref.decoder_levels() == 4  # the last level never enters an output block
+    assert backend.decoder_levels() == ref.decoder_levels() == 4  # the last level is counted, not reported
     assert backend.feature_block_ids() == {0: 2, 1: 4, 2: 6}
     assert backend.alphas_cumprod.dtype == torch.float64 and backend.alphas_cumprod.device.type == "cpu"
     assert torch.allclose(backend.alphas_cumprod, ref.alphas_cumprod, rtol=1e-6, atol=0)
@@ -135,7 +135,7 @@ def test_structure_is_read_from_the_model_sd15_topology(comfy, dragon_nodes):
             assert keys == [("input", i) for i in (1, 2, 4, 5, 7, 8)] + [("middle", 0)] + \
                 [("output", i) for i in range(3, 12)]
             assert b.feature_block_ids() == {0: 3, 1: 6, 2: 9}
-            assert b.decoder_levels() == 3
+            assert b.decoder_levels() == 4
 
 
 # ----------------------------------------------------------------------------------
