@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from . import energies as en
 from .attention import CrossBranchAttention
+from . import cost
 from .backend import Backend, FeatureCall, HookList, UNetHooks
 from .ddim import ddim_inversion_step, ddim_x0
 from .memory import FeatureMemory
@@ -45,6 +46,7 @@ from .regions import (
 from .schedule import alpha_pairs
 
 EDIT_KINDS = ("move", "drag", "points", "appearance", "paste")
+SCHEDULES = ("efficient", "reference")
 
 
 def _object_transform(mask: torch.Tensor, dx: float, dy: float, scale: float) -> Transform:
@@ -191,6 +193,13 @@ class EditSettings:
     background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     seed: int = 0
+    # "efficient" (default) or "reference": the official implementation's evaluation schedule
+    # (for cost comparisons; see run_edit and README "Performance")
+    schedule: str = "efficient"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
     def guided(self, s: int, n: int) -> bool:
         return self.energy_scale != 0 and s < round(self.guide_until * n) and (
@@ -454,13 +463,30 @@ def _grad(e: torch.Tensor, z: torch.Tensor, retain: bool) -> torch.Tensor:
     return torch.zeros_like(z) if g is None else g
 
 
+def _cfg_batch(backend: Backend, z: torch.Tensor, t: int, cond: Any, uncond: Any, s: int,
+               hooks: UNetHooks | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(eps_u, eps_c) from one batch-2 forward [uncond, cond], or None if the conditionings don't stack."""
+    if not (isinstance(cond, torch.Tensor) and isinstance(uncond, torch.Tensor) and cond.shape == uncond.shape
+            and cond.shape[0] == 1 and z.shape[0] == 1):
+        return None
+    eps = backend.predict_eps(torch.cat([z, z]), t, torch.cat([uncond, cond]), step=s, branch="cond", hooks=hooks)
+    return eps[:1], eps[1:]
+
+
 @torch.inference_mode(False)
 def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, uncond: Any,
              settings: EditSettings, callback: Callable[[int, torch.Tensor], None] | None = None) -> EditResult:
     """Sample the edit: guided DDIM with CFG over the memory's timesteps.
 
     Runs outside inference mode, with autograd on the guided passes, whatever the
-    caller's mode (ComfyUI runs nodes under torch.inference_mode())."""
+    caller's mode (ComfyUI runs nodes under torch.inference_mode()).
+
+    ``settings.schedule == "reference"`` runs the official implementation's
+    evaluation schedule for the same maths (README "Performance"): a CFG batch of
+    2 on every step; on guided steps also a no-grad pass for the reference
+    features (on the memory's input for the step, so that both schedules compare
+    the same features) and a separate grad pass stopped after the last feature
+    level; two backward passes; time-travel re-noising as in the default."""
     traj = memory.trajectory
     ts = traj.timesteps.tolist()
     n = len(ts)
@@ -472,20 +498,42 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     gmask = plan.grad_mask.to(dev, torch.float32)
     smask = plan.sde_mask.to(dev, torch.float32)
     gen = torch.Generator().manual_seed(int(settings.seed))
-    stats = {"forward": 0, "forward_grad": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
+    reference = settings.schedule == "reference"
+    stop = cost.StopAfter(max(levels))
+    fraction = cost.partial_fraction(backend, z, cond, max(levels))
+    stats: dict[str, Any] = {"schedule": settings.schedule, "forward": 0, "forward_partial": 0, "forward_grad": 0,
+                             "forward_grad_partial": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
+    cost.reset_peak(dev)
     t0 = time.time()
+
+    def reference_features(s: int, t: int) -> None:
+        """The reference method's no-grad reference pass; its features replace the memory's for step s."""
+        cap = _Capture(levels)
+        backend.predict_eps(traj.latents[s + 1].to(dev, torch.float32), t, cond, step=s, branch="cond",
+                            hooks=HookList(cap, stop))
+        stats["forward_partial"] += 1
+        for lvl in levels:
+            if (s, lvl) in memory.features:
+                memory.features[(s, lvl)] = cap.h[lvl].detach().to(memory.policy.device, memory.policy.dtype)
 
     def step_once(s: int, z: torch.Tensor) -> torch.Tensor:
         t = ts[s]
         ab_t, ab_prev = pairs[s]
         guidance = torch.zeros_like(z)
+        eps_c = None
         if settings.guided(s, n):
             with torch.enable_grad():
                 cap = _Capture(levels)
                 z_in = z.detach().clone().requires_grad_(True)
-                eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond",
-                                            hooks=HookList(plan.attention, cap), grad=True)
-                stats["forward_grad"] += 1
+                if reference:
+                    reference_features(s, t)
+                    backend.predict_eps(z_in, t, cond, step=s, branch="cond",
+                                        hooks=HookList(plan.attention, cap, stop), grad=True)
+                    stats["forward_grad_partial"] += 1
+                else:
+                    eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond",
+                                                hooks=HookList(plan.attention, cap), grad=True)
+                    stats["forward_grad"] += 1
                 cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
                 e_edit, e_con = plan.energy(cur, s)
                 g_edit = _grad(e_edit, z_in, retain=True)
@@ -493,13 +541,21 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
             stats["backward"] += 2
             stats["guided_steps"] += 1
             guidance = settings.energy_scale * (g_edit * gmask + g_con * (1 - gmask))
-            eps_c = eps_c.detach()
+            if eps_c is not None:
+                eps_c = eps_c.detach()
+        cfg_on = uncond is not None and settings.cfg != 1.0
+        both = _cfg_batch(backend, z, t, cond, uncond, s, plan.attention) if reference and cfg_on else None
+        if both is not None:
+            eps_u, eps_c = both
+            stats["forward"] += 2
         else:
-            eps_c = backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=plan.attention)
-            stats["forward"] += 1
-        if uncond is not None and settings.cfg != 1.0:
-            eps_u = backend.predict_eps(z, t, uncond, step=s, branch="uncond", hooks=plan.attention)
-            stats["forward"] += 1
+            if eps_c is None:
+                eps_c = backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=plan.attention)
+                stats["forward"] += 1
+            if cfg_on:
+                eps_u = backend.predict_eps(z, t, uncond, step=s, branch="uncond", hooks=plan.attention)
+                stats["forward"] += 1
+        if cfg_on:
             eps = eps_u + settings.cfg * (eps_c - eps_u)
         else:
             eps = eps_c
@@ -518,25 +574,44 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
         cells = max(1, round(settings.lock_margin * max(z.shape[-2:])))
         free = F.max_pool2d(smask, 2 * cells + 1, stride=1, padding=cells)
         lock = (1 - free).clamp(0, 1)
-    for s in range(n):
-        reps = settings.repeats(s, n)
-        for r in range(reps):
-            z_prev = step_once(s, z)
-            if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
-                ab_t, ab_prev = pairs[s]
-                t_prev = ts[s + 1] if s + 1 < n else 0
-                e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
-                stats["forward"] += 1
-                stats["renoise"] += 1
-                z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
-        z = z_prev.detach()
-        if lock is not None and s < settings.background_lock * n:
-            z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
-        if plan.copy is not None and s < settings.copy_until * n:
-            z = plan.copy.apply(z, s + 1)
-        if callback is not None:
-            callback(s, z)
+    seconds = {"guided": 0.0, "plain": 0.0}
+    saved = dict(memory.features) if reference else None
+    try:
+        for s in range(n):
+            ts0 = time.time()
+            reps = settings.repeats(s, n)
+            for r in range(reps):
+                z_prev = step_once(s, z)
+                if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
+                    ab_t, ab_prev = pairs[s]
+                    t_prev = ts[s + 1] if s + 1 < n else 0
+                    e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
+                    stats["forward"] += 1
+                    stats["renoise"] += 1
+                    z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
+            z = z_prev.detach()
+            if lock is not None and s < settings.background_lock * n:
+                z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
+            if plan.copy is not None and s < settings.copy_until * n:
+                z = plan.copy.apply(z, s + 1)
+            seconds["guided" if settings.guided(s, n) else "plain"] += time.time() - ts0
+            if callback is not None:
+                callback(s, z)
+    finally:
+        if saved is not None:  # the memory is shared: put the recorded features back
+            memory.features.clear()
+            memory.features.update(saved)
     stats["seconds"] = round(time.time() - t0, 3)
+    stats["seconds_guided"] = round(seconds["guided"], 3)
+    stats["seconds_plain"] = round(seconds["plain"], 3)
+    stats["partial_fraction"] = round(fraction, 4)
+    stats["forward_equiv"] = round(cost.forward_equivalents(stats, fraction), 3)
+    stats["memory_bytes"] = memory.nbytes()["total"]
+    inv = memory.info
+    if "forward" in inv:
+        stats["inversion_forward"] = inv["forward"]
+        stats["seconds_inversion"] = inv.get("seconds", 0.0)
+    stats.update(cost.peak_stats(dev))
     return EditResult(z, stats)
 
 

@@ -18,6 +18,7 @@ number of edits: nothing in it changes after recording.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -144,6 +145,9 @@ def invert_with_memory(
     if policy is None:
         policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()))
     rec = MemoryRecorder(policy, backend.decoder_self_attention_layers())
+    t0 = time.time()
     traj = ddim.invert(backend, z_0, cond, steps=steps, spacing=spacing, hooks=rec, callback=callback)
+    # cost: one no-grad UNet pass per step and image (recording needs no extra pass)
     return FeatureMemory(traj, rec.kv, rec.features, policy, model_id,
-                         {"spacing": spacing, "cond_batch": int(z_0.shape[0])})
+                         {"spacing": spacing, "cond_batch": int(z_0.shape[0]),
+                          "forward": steps * int(z_0.shape[0]), "seconds": round(time.time() - t0, 3)})
