@@ -145,9 +145,10 @@ def invert_with_memory(
     if policy is None:
         policy = MemoryPolicy(feature_levels=default_feature_levels(backend.decoder_levels()))
     rec = MemoryRecorder(policy, backend.decoder_self_attention_layers())
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     traj = ddim.invert(backend, z_0, cond, steps=steps, spacing=spacing, hooks=rec, callback=callback)
     # cost: one no-grad UNet pass per step and image (recording needs no extra pass)
     return FeatureMemory(traj, rec.kv, rec.features, policy, model_id,
                          {"spacing": spacing, "cond_batch": int(z_0.shape[0]),
-                          "forward": steps * int(z_0.shape[0]), "seconds": round(time.time() - t0, 3)})
+                          "forward": steps * int(z_0.shape[0]), "seconds": round(time.time() - t0, 3),
+                          "cpu_seconds": round(time.process_time() - c0, 3)})
