@@ -30,7 +30,7 @@ from .attention import CrossBranchAttention
 from . import cost
 from .backend import Backend, FeatureCall, HookList, UNetHooks
 from .ddim import ddim_inversion_step, ddim_x0
-from .memory import FeatureMemory
+from .memory import FeatureMemory, MemoryPolicy
 from .regions import (
     MASK_THRESHOLD,
     RegionError,
@@ -250,6 +250,21 @@ def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = No
     if isinstance(values.get("time_travel_window"), list):
         values["time_travel_window"] = tuple(values["time_travel_window"])
     return EditSettings(**values)
+
+
+def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, feature_levels: tuple[int, ...],
+                      base: MemoryPolicy | None = None) -> MemoryPolicy:
+    """A memory policy that keeps only what edits with these ``settings`` read at ``steps``:
+    K/V inputs from the attention's first step to its last, features on guided steps only.
+    (The default policy keeps every step: one memory then serves any edit settings.)"""
+    from dataclasses import replace as _replace
+
+    group = [settings] if isinstance(settings, EditSettings) else list(settings)
+    kv = {s for st in group if st.attention for s in range(steps)
+          if s >= st.attention_start and (st.attention_end is None or s <= st.attention_end)}
+    feats = {s for st in group for s in range(steps) if st.guided(s, steps)}
+    return _replace(base or MemoryPolicy(), steps=frozenset(kv), feature_steps=frozenset(feats),
+                    feature_levels=feature_levels)
 
 
 # -- plan ----------------------------------------------------------------------------------------------

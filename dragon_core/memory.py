@@ -38,8 +38,13 @@ class MemoryPolicy:
     dtype: torch.dtype = torch.float16
     device: str | torch.device = "cpu"
 
+    feature_steps: frozenset[int] | None = None  # default: the same steps as K/V
+
     def keeps_step(self, step: int) -> bool:
         return self.steps is None or step in self.steps
+
+    def keeps_feature_step(self, step: int) -> bool:
+        return self.keeps_step(step) if self.feature_steps is None else step in self.feature_steps
 
 
 def default_feature_levels(n_levels: int) -> tuple[int, int]:
@@ -127,7 +132,7 @@ class MemoryRecorder(UNetHooks):
         return None
 
     def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
-        if call.level in self.policy.feature_levels and self.policy.keeps_step(call.step):
+        if call.level in self.policy.feature_levels and self.policy.keeps_feature_step(call.step):
             self.features[(call.step, call.level)] = self._store(h)
 
 
