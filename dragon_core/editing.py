@@ -200,6 +200,9 @@ class EditSettings:
     # reference method); "one": one backward pass of E_edit + E_con, applied everywhere (an
     # approximation: each gradient leaks across the mask through the UNet's receptive field)
     energy_backward: str = "two"
+    # efficient schedule: run cond and uncond of unguided steps as one batch of 2 (same maths,
+    # float-level differences; faster where the device has spare parallelism, e.g. a GPU)
+    batch_cfg: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -572,7 +575,8 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
             if eps_c is not None:
                 eps_c = eps_c.detach()
         cfg_on = uncond is not None and settings.cfg != 1.0
-        both = _cfg_batch(backend, z, t, cond, uncond, s, plan.attention) if reference and cfg_on else None
+        batch = cfg_on and (reference or (settings.batch_cfg and eps_c is None))
+        both = _cfg_batch(backend, z, t, cond, uncond, s, plan.attention) if batch else None
         if both is not None:
             eps_u, eps_c = both
             stats["forward"] += 2

@@ -102,7 +102,7 @@ def run_shapes(kinds: tuple[str, ...], n: int, steps: int, paper_schedule: bool,
             if paper_schedule:  # the official demo's schedule (CFG 4, time travel 3, regional SDE 0.4)
                 settings = default_settings(kind, None, feature_scale=1.0, time_travel=3, flexibility=0.4)
                 label = f"shapes32 paper-schedule {steps} steps"
-            else:  # the model's calibrated defaults with the sampling CFG (as the bench runs them, cfg 3)
+            else:  # the model's calibrated edit defaults, CFG set to its sampling CFG (3) so both schedules run CFG
                 settings = default_settings(kind, cfg.get("edit_defaults"), cfg=float(cfg["sampling"]["cfg"]))
                 label = f"shapes32 model defaults cfg {cfg['sampling']['cfg']} {steps} steps"
             ref, eff = _pair(backend, mem, edit, cond, uncond, settings)
