@@ -203,10 +203,16 @@ class EditSettings:
     # efficient schedule: run cond and uncond of unguided steps as one batch of 2 (same maths,
     # float-level differences; faster where the device has spare parallelism, e.g. a GPU)
     batch_cfg: bool = False
+    # efficient schedule, guided steps: "full" takes the conditional eps from the grad pass (fewest
+    # passes); "partial" stops the grad pass after the last feature level and adds a no-grad full pass
+    # for eps (more FLOPs, less autograd memory: the decoder's last level keeps no activations)
+    grad_pass: str = "full"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.grad_pass not in ("full", "partial"):
+            raise ValueError(f"grad_pass must be 'full' or 'partial', got {self.grad_pass!r}")
         if self.energy_backward not in ("one", "two"):
             raise ValueError(f"energy_backward must be 'one' or 'two', got {self.energy_backward!r}")
 
@@ -549,8 +555,9 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
             with torch.enable_grad():
                 cap = _Capture(levels)
                 z_in = z.detach().clone().requires_grad_(True)
-                if reference:
-                    reference_features(s, t)
+                if reference or settings.grad_pass == "partial":
+                    if reference:
+                        reference_features(s, t)
                     backend.predict_eps(z_in, t, cond, step=s, branch="cond",
                                         hooks=HookList(plan.attention, cap, stop), grad=True)
                     stats["forward_grad_partial"] += 1

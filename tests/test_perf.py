@@ -117,3 +117,15 @@ def test_used_steps_policy_keeps_only_what_the_edit_reads(random_backend):
     a = edit_image(random_backend, full, _edits()["move"], cond, uncond, settings)
     b = edit_image(random_backend, small, _edits()["move"], cond, uncond, settings)
     assert torch.equal(a.latent, b.latent)
+
+
+def test_partial_grad_pass_and_batched_cfg_give_the_same_edit(random_backend, memory):
+    cond, uncond = _ctx()
+    settings = default_settings("drag", cfg=2.0, feature_scale=1.0, attention_start=1)
+    full = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, settings)
+    part = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, grad_pass="partial"))
+    both = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, batch_cfg=True))
+    assert (full.latent - part.latent).abs().max() < 1e-5 and (full.latent - both.latent).abs().max() < 1e-4
+    g = full.stats["guided_steps"]
+    assert part.stats["forward_grad_partial"] == g and part.stats["forward"] == full.stats["forward"] + g
+    assert part.stats["forward_equiv"] > full.stats["forward_equiv"]
