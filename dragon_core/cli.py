@@ -381,6 +381,12 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from .perf import run_perf
 
     sizes = tuple(int(x) for x in args.sd_sizes.split(",") if x) if args.sd_sizes else ()
+    if args.savings:
+        from .perf import run_savings_report
+
+        run_savings_report(args.json, tuple(args.kinds.split(",")), sizes[0] if sizes else 64, args.sd_steps,
+                           args.sd_guided, args.threads)
+        return 0
     run_perf(args.json, tuple(args.kinds.split(",")), args.shapes_n, args.shapes_steps, args.paper_steps, sizes,
              args.sd_steps, args.sd_guided, args.threads)
     return 0
@@ -502,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--sd-sizes", default="64", help="SD1.5 random-UNet latent sizes, e.g. 64,96 ('' skips)")
     pf.add_argument("--sd-steps", type=int, default=4, help="SD1.5 schedule length (default 4)")
     pf.add_argument("--sd-guided", type=int, default=2, help="guided steps of the SD1.5 schedule (default 2)")
+    pf.add_argument("--savings", action="store_true",
+                    help="instead: each saving on its own vs the efficient default (SD1.5 random UNet, first size)")
     pf.set_defaults(func=cmd_perf)
 
     tr = sub.add_parser("train", help="train the shapes model (resumes from OUT/checkpoint)")

@@ -180,6 +180,63 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
     return rows, extra
 
 
+SAVINGS = {
+    "efficient (default)": {},
+    "grad_pass=partial": {"grad_pass": "partial"},
+    "batch_cfg": {"batch_cfg": True},
+    "energy_backward=one (approximation)": {"energy_backward": "one"},
+}
+
+
+def run_savings(kind: str, lat: int, steps: int, guided: int, log: Any) -> list[dict[str, Any]]:
+    """Each saving on its own against the efficient default, on the SD1.5-architecture random UNet."""
+    from .diffusers_backend import DiffusersBackend
+    from .schedule import scaled_linear_alphas_cumprod
+
+    backend = DiffusersBackend(build_sd15(lat), scaled_linear_alphas_cumprod())
+    g = torch.Generator().manual_seed(1)
+    z0 = torch.randn(1, 4, lat, lat, generator=g)
+    cond, uncond = torch.randn(1, 77, 768, generator=g), torch.randn(1, 77, 768, generator=g)
+    mem = invert_with_memory(backend, z0, cond, steps=steps, spacing="leading", model_id="sd15-random")
+    settings = sd_settings(kind, steps, guided)
+    rows, base = [], None
+    for name, kw in SAVINGS.items():
+        res = edit_image(backend, mem, sd_edit(kind, lat), cond, uncond, with_overrides(settings, **kw))
+        base = base or res
+        row = {"model": f"sd15-random {lat * 8}x{lat * 8} {steps} steps, {guided} guided", "kind": kind,
+               "variant": name, "stats": res.stats,
+               "max_latent_diff_to_default": float((res.latent - base.latent).abs().max()),
+               "ratio_to_default": {k: round(res.stats[k] / base.stats[k], 3)
+                                    for k in ("forward_equiv", "cpu_seconds", "seconds", "peak_rss_bytes")}}
+        rows.append(row)
+        log(row)
+    backend.close()
+    return rows
+
+
+def format_saving(row: dict[str, Any]) -> str:
+    s, q = row["stats"], row["ratio_to_default"]
+    return (f"| {row['kind']} | {row['variant']} | {s['forward_equiv']:.2f} ({q['forward_equiv']:.2f}) | "
+            f"{s['cpu_seconds']:.1f} ({q['cpu_seconds']:.2f}) | {s['peak_rss_bytes'] / 2**20:.0f} "
+            f"({q['peak_rss_bytes']:.2f}) | {row['max_latent_diff_to_default']:.2g} |")
+
+
+def run_savings_report(out: str | Path, kinds: tuple[str, ...], lat: int, steps: int, guided: int,
+                       threads: int = 1) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    print("| edit | variant | forward-equivalents (x default) | CPU s (x default) | peak RSS MiB (x default) | "
+          "max latent diff |\n|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for kind in kinds:
+        rows += run_savings(kind, lat, steps, guided, lambda r: print(format_saving(r), flush=True))
+    result = {"torch_threads": threads, "seconds": round(time.time() - t0, 1), "rows": rows}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"{threads} torch thread(s); {result['seconds']}s; wrote {out}")
+    return result
+
+
 def extrapolate_memory(mem: Any, steps: int) -> dict[str, Any]:
     """Memory of a ``steps``-step inversion at this latent size, from the per-step bytes measured.
 
