@@ -50,6 +50,29 @@ class _FlopsAt(UNetHooks):
             self.flops = self.counter.get_total_flops()
 
 
+def known_fraction(backend: Any, z: torch.Tensor, level: int) -> float | None:
+    return _FRACTIONS.get((id(backend), tuple(z.shape[1:]), level))
+
+
+def counted_pass(backend: Any, z: torch.Tensor, level: int, run: Any, hooks: UNetHooks | None) -> Any:
+    """``run(hooks)`` (one full UNet pass) under a FLOP counter that records the share spent up
+    to decoder ``level``; stores the fraction for :func:`known_fraction` (no extra pass)."""
+    from .backend import HookList
+
+    key = (id(backend), tuple(z.shape[1:]), level)
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:  # pragma: no cover
+        _FRACTIONS[key] = 1.0
+        return run(hooks)
+    with FlopCounterMode(display=False) as fc:
+        probe = _FlopsAt(fc, level)
+        out = run(HookList(hooks, probe))
+        total = fc.get_total_flops()
+    _FRACTIONS[key] = float(probe.flops) / float(total) if total and probe.flops is not None else 1.0
+    return out
+
+
 def partial_fraction(backend: Any, z: torch.Tensor, cond: Any, level: int) -> float:
     """FLOPs of a forward up to decoder ``level`` (inclusive) / FLOPs of a full forward.
 

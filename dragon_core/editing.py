@@ -530,7 +530,14 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     gen = torch.Generator().manual_seed(int(settings.seed))
     reference = settings.schedule == "reference"
     stop = cost.StopAfter(max(levels))
-    fraction = cost.partial_fraction(backend, z, cond, max(levels))
+    top = max(levels)
+
+    def full(run: Callable[[UNetHooks | None], Any], hooks: UNetHooks | None) -> Any:
+        """A full pass; the edit's first one (per model and size) also measures the FLOP share up to
+        the last feature level, for forward-equivalents (no extra pass)."""
+        if cost.known_fraction(backend, z, top) is not None:
+            return run(hooks)
+        return cost.counted_pass(backend, z, top, run, hooks)
     stats: dict[str, Any] = {"schedule": settings.schedule, "forward": 0, "forward_partial": 0, "forward_grad": 0,
                              "forward_grad_partial": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
     cost.reset_peak(dev)
@@ -562,8 +569,8 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
                                         hooks=HookList(plan.attention, cap, stop), grad=True)
                     stats["forward_grad_partial"] += 1
                 else:
-                    eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond",
-                                                hooks=HookList(plan.attention, cap), grad=True)
+                    eps_c = full(lambda h: backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=h,
+                                                               grad=True), HookList(plan.attention, cap))
                     stats["forward_grad"] += 1
                 cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
                 e_edit, e_con = plan.energy(cur, s)
@@ -583,13 +590,14 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
                 eps_c = eps_c.detach()
         cfg_on = uncond is not None and settings.cfg != 1.0
         batch = cfg_on and (reference or (settings.batch_cfg and eps_c is None))
-        both = _cfg_batch(backend, z, t, cond, uncond, s, plan.attention) if batch else None
+        both = full(lambda h: _cfg_batch(backend, z, t, cond, uncond, s, h), plan.attention) if batch else None
         if both is not None:
             eps_u, eps_c = both
             stats["forward"] += 2
         else:
             if eps_c is None:
-                eps_c = backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=plan.attention)
+                eps_c = full(lambda h: backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=h),
+                             plan.attention)
                 stats["forward"] += 1
             if cfg_on:
                 eps_u = backend.predict_eps(z, t, uncond, step=s, branch="uncond", hooks=plan.attention)
@@ -644,6 +652,7 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     stats["cpu_seconds"] = round(time.process_time() - c0, 3)  # this process's CPU time: robust to a shared machine
     stats["seconds_guided"] = round(seconds["guided"], 3)
     stats["seconds_plain"] = round(seconds["plain"], 3)
+    fraction = cost.known_fraction(backend, z, top) or 1.0
     stats["partial_fraction"] = round(fraction, 4)
     stats["forward_equiv"] = round(cost.forward_equivalents(stats, fraction), 3)
     stats["memory_bytes"] = memory.nbytes()["total"]
