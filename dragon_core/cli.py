@@ -10,6 +10,7 @@ Commands:
   export   write a training run's EMA weights as a model folder
   model-report  measure a model: sample rates, reconstruction PSNR
   bench    score every edit kind against ground truth, with baselines
+  perf     reference schedule vs efficient default: passes, memory, peak RSS, time (JSON)
 
 Every command that runs the model takes ``--model DIR`` (default: the bundled
 shapes model), ``--steps``, and ``--threads`` (torch CPU threads).
