@@ -507,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--paper-steps", type=int, default=50,
                     help="steps for one shapes case per kind under the paper's schedule (0: skip)")
     pf.add_argument("--sd-sizes", default="64", help="SD1.5 random-UNet latent sizes, e.g. 64,96 ('' skips)")
-    pf.add_argument("--sd-steps", type=int, default=4, help="SD1.5 schedule length (default 4)")
-    pf.add_argument("--sd-guided", type=int, default=2, help="guided steps of the SD1.5 schedule (default 2)")
+    pf.add_argument("--sd-steps", type=int, default=2, help="SD1.5 schedule length (default 2: ~8 s per full pass)")
+    pf.add_argument("--sd-guided", type=int, default=1, help="guided steps of the SD1.5 schedule (default 1)")
     pf.add_argument("--savings", action="store_true",
                     help="instead: each saving on its own vs the efficient default (SD1.5 random UNet, first size)")
     pf.set_defaults(func=cmd_perf)

@@ -284,7 +284,7 @@ HEADER = ("| model | edit | forward-equivalents ref / eff (ratio) | memory MiB r
 
 
 def run_perf(out: str | Path, kinds: tuple[str, ...] = ("move", "drag"), shapes_n: int = 2, shapes_steps: int = 20,
-             paper_steps: int = 50, sd_sizes: tuple[int, ...] = (64,), sd_steps: int = 4, sd_guided: int = 2,
+             paper_steps: int = 50, sd_sizes: tuple[int, ...] = (64,), sd_steps: int = 2, sd_guided: int = 1,
              threads: int = 1) -> dict[str, Any]:
     torch.set_num_threads(threads)
     t0 = time.time()
