@@ -351,7 +351,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     (d / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     paths.append(d / "stats.json")
     print(f"{args.kind} edit in {time.time() - t0:.1f}s: {stats['guided_steps']} guided steps, "
-          f"{stats['forward'] + stats['forward_grad']} UNet passes, {stats['backward']} backward")
+          f"{stats['forward'] + stats['forward_grad']} UNet passes"
+          + (f" + {stats['forward_partial'] + stats['forward_grad_partial']} partial"
+             if stats.get('forward_partial', 0) + stats.get('forward_grad_partial', 0) else "")
+          + f", {stats['backward']} backward ({stats.get('forward_equiv', '?')} forward-equivalents)")
     if args.stats:
         print(format_stats(stats))
     _print_written(paths)
