@@ -293,6 +293,8 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
             for method in ("dragon", "no_guidance", "naive")
         }
         table[kind]["seconds_per_edit"] = float(np.mean([r["seconds"] for r in rows]))
+        numeric = [k for k, v in rows[0]["stats"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        table[kind]["stats"] = {k: float(np.mean([r["stats"][k] for r in rows])) for k in numeric}
         for r in rows:
             blank = np.ones_like(r["images"]["input"])
             sheet_rows += [r["images"]["input"], r["images"].get("reference", blank), r["images"]["target"],

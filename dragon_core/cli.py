@@ -10,6 +10,7 @@ Commands:
   export   write a training run's EMA weights as a model folder
   model-report  measure a model: sample rates, reconstruction PSNR
   bench    score every edit kind against ground truth, with baselines
+  perf     reference schedule vs efficient default: passes, memory, peak RSS, time (JSON)
 
 Every command that runs the model takes ``--model DIR`` (default: the bundled
 shapes model), ``--steps``, and ``--threads`` (torch CPU threads).
@@ -312,11 +313,37 @@ def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, di
     kind = "move" if args.kind == "resize" else args.kind
     settings = default_settings(kind, _edit_defaults(args), cfg=args.cfg, energy_scale=args.energy_scale, seed=args.seed,
                                 flexibility=args.flexibility, time_travel=args.time_travel,
-                                attention=False if args.no_attention else None)
+                                attention=False if args.no_attention else None, schedule=args.schedule)
     res = edit_image(backend, mem, edit, cond, uncond, settings)
     out = tensor_to_array(res.latent)
     res.stats["memory_bytes"] = mem.nbytes()["total"]
     return out, res.stats, sheet + [out]
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """An edit's cost, one item a line (``edit --stats``)."""
+    mib = 2**20
+    rows = [
+        ("schedule", stats.get("schedule", "efficient")),
+        ("UNet passes: full no-grad", stats.get("forward", 0)),
+        ("UNet passes: partial no-grad", stats.get("forward_partial", 0)),
+        ("UNet passes: full with grad", stats.get("forward_grad", 0)),
+        ("UNet passes: partial with grad", stats.get("forward_grad_partial", 0)),
+        ("backward passes", stats.get("backward", 0)),
+        ("partial-pass FLOP fraction", stats.get("partial_fraction", "?")),
+        ("forward-equivalents (edit)", stats.get("forward_equiv", "?")),
+        ("inversion passes", stats.get("inversion_forward", "?")),
+        ("guided steps / re-noise passes", f"{stats.get('guided_steps', 0)} / {stats.get('renoise', 0)}"),
+        ("memory", f"{stats.get('memory_bytes', 0) / mib:.2f} MiB ({stats.get('memory_bytes', 0)} bytes)"),
+        ("seconds: inversion", stats.get("seconds_inversion", "?")),
+        ("seconds: guided steps", stats.get("seconds_guided", "?")),
+        ("seconds: plain steps", stats.get("seconds_plain", "?")),
+        ("seconds: edit total", stats.get("seconds", "?")),
+        ("peak RSS", f"{stats.get('peak_rss_bytes', 0) / mib:.0f} MiB"),
+    ]
+    if "cuda_max_allocated_bytes" in stats:
+        rows.append(("CUDA max allocated", f"{stats['cuda_max_allocated_bytes'] / mib:.0f} MiB"))
+    return "\n".join(f"  {k:32s} {v}" for k, v in rows)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -328,7 +355,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     (d / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     paths.append(d / "stats.json")
     print(f"{args.kind} edit in {time.time() - t0:.1f}s: {stats['guided_steps']} guided steps, "
-          f"{stats['forward'] + stats['forward_grad']} UNet passes, {stats['backward']} backward")
+          f"{stats['forward'] + stats['forward_grad']} UNet passes"
+          + (f" + {stats['forward_partial'] + stats['forward_grad_partial']} partial"
+             if stats.get('forward_partial', 0) + stats.get('forward_grad_partial', 0) else "")
+          + f", {stats['backward']} backward ({stats.get('forward_equiv', '?')} forward-equivalents)")
+    if args.stats:
+        print(format_stats(stats))
     _print_written(paths)
     return 0
 
@@ -350,6 +382,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        steps=args.steps, sheet=args.sheet, json_path=args.json, sample_prompt=args.sample_prompt)
     print(format_table(result))
     _print_written([Path(p) for p in (args.json, args.sheet) if p])
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from .perf import run_perf
+
+    sizes = tuple(int(x) for x in args.sd_sizes.split(",") if x) if args.sd_sizes else ()
+    if args.savings:
+        from .perf import run_savings_report
+
+        run_savings_report(args.json, tuple(args.kinds.split(",")), sizes[0] if sizes else 64, args.sd_steps,
+                           args.sd_guided, args.threads)
+        return 0
+    run_perf(args.json, tuple(args.kinds.split(",")), args.shapes_n, args.shapes_steps, args.paper_steps, sizes,
+             args.sd_steps, args.sd_guided, args.threads)
     return 0
 
 
@@ -431,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--flexibility", type=float, default=None, help="regional SDE strength (DiffEditor), e.g. 0.4")
     ed.add_argument("--time-travel", type=int, default=None, help="passes per step in the time-travel window (3)")
     ed.add_argument("--no-attention", action="store_true", help="turn cross-branch attention off")
+    ed.add_argument("--schedule", choices=("efficient", "reference"), default=None,
+                    help="evaluation schedule: efficient (default) or the official code's (for cost comparisons)")
+    ed.add_argument("--stats", action="store_true", help="print the edit's cost: passes, memory, time, peak RSS")
     ed.add_argument("--seed", type=int, default=0)
     ed.add_argument("--out", required=True, help="output folder (result.png, sheet.png, stats.json)")
     ed.add_argument("--upscale", type=int, default=1)
@@ -454,6 +504,21 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sample-prompt", choices=("input", "target", "empty"), default="input",
                     help="prompt the edits sample under: the input scene's (default), the target's, or none")
     be.set_defaults(func=cmd_bench)
+
+    pf = sub.add_parser("perf", help="reference schedule vs efficient default: passes, memory, RSS, time (JSON)")
+    pf.add_argument("--json", default="benchmarks/perf.json", help="output JSON (default benchmarks/perf.json)")
+    pf.add_argument("--kinds", default="move,drag", help="edit kinds (move, drag)")
+    pf.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    pf.add_argument("--shapes-n", type=int, default=2, help="shapes cases per kind (model defaults)")
+    pf.add_argument("--shapes-steps", type=int, default=20, help="steps for the shapes cases (default 20)")
+    pf.add_argument("--paper-steps", type=int, default=50,
+                    help="steps for one shapes case per kind under the paper's schedule (0: skip)")
+    pf.add_argument("--sd-sizes", default="64", help="SD1.5 random-UNet latent sizes, e.g. 64,96 ('' skips)")
+    pf.add_argument("--sd-steps", type=int, default=2, help="SD1.5 schedule length (default 2: ~8 s per full pass)")
+    pf.add_argument("--sd-guided", type=int, default=1, help="guided steps of the SD1.5 schedule (default 1)")
+    pf.add_argument("--savings", action="store_true",
+                    help="instead: each saving on its own vs the efficient default (SD1.5 random UNet, first size)")
+    pf.set_defaults(func=cmd_perf)
 
     tr = sub.add_parser("train", help="train the shapes model (resumes from OUT/checkpoint)")
     tr.add_argument("--out", default="runs/shapes32")

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from . import energies as en
 from .attention import CrossBranchAttention
+from . import cost
 from .backend import Backend, FeatureCall, HookList, UNetHooks
 from .ddim import ddim_inversion_step, ddim_x0
-from .memory import FeatureMemory
+from .memory import FeatureMemory, MemoryPolicy
 from .regions import (
     MASK_THRESHOLD,
     RegionError,
@@ -45,6 +46,7 @@ from .regions import (
 from .schedule import alpha_pairs
 
 EDIT_KINDS = ("move", "drag", "points", "appearance", "paste")
+SCHEDULES = ("efficient", "reference")
 
 
 def _object_transform(mask: torch.Tensor, dx: float, dy: float, scale: float) -> Transform:
@@ -192,6 +194,28 @@ class EditSettings:
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     point_region: float = 0.0  # drag/points without a mask: the points' box grown by this fraction of the side
     seed: int = 0
+    # "efficient" (default) or "reference": the official implementation's evaluation schedule
+    # (for cost comparisons; see run_edit and README "Performance")
+    schedule: str = "efficient"
+    # "two": d(E_edit)/dz inside the edit region, d(E_con)/dz outside (two backward passes, as the
+    # reference method); "one": one backward pass of E_edit + E_con, applied everywhere (an
+    # approximation: each gradient leaks across the mask through the UNet's receptive field)
+    energy_backward: str = "two"
+    # efficient schedule: run cond and uncond of unguided steps as one batch of 2 (same maths,
+    # float-level differences; faster where the device has spare parallelism, e.g. a GPU)
+    batch_cfg: bool = False
+    # efficient schedule, guided steps: "full" takes the conditional eps from the grad pass (fewest
+    # passes); "partial" stops the grad pass after the last feature level and adds a no-grad full pass
+    # for eps (more FLOPs, less autograd memory: the decoder's last level keeps no activations)
+    grad_pass: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.grad_pass not in ("full", "partial"):
+            raise ValueError(f"grad_pass must be 'full' or 'partial', got {self.grad_pass!r}")
+        if self.energy_backward not in ("one", "two"):
+            raise ValueError(f"energy_backward must be 'one' or 'two', got {self.energy_backward!r}")
 
     def guided(self, s: int, n: int) -> bool:
         return self.energy_scale != 0 and s < round(self.guide_until * n) and (
@@ -236,6 +260,21 @@ def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = No
     if isinstance(values.get("time_travel_window"), list):
         values["time_travel_window"] = tuple(values["time_travel_window"])
     return EditSettings(**values)
+
+
+def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, feature_levels: tuple[int, ...],
+                      base: MemoryPolicy | None = None) -> MemoryPolicy:
+    """A memory policy that keeps only what edits with these ``settings`` read at ``steps``:
+    K/V inputs from the attention's first step to its last, features on guided steps only.
+    (The default policy keeps every step: one memory then serves any edit settings.)"""
+    from dataclasses import replace as _replace
+
+    group = [settings] if isinstance(settings, EditSettings) else list(settings)
+    kv = {s for st in group if st.attention for s in range(steps)
+          if s >= st.attention_start and (st.attention_end is None or s <= st.attention_end)}
+    feats = {s for st in group for s in range(steps) if st.guided(s, steps)}
+    return _replace(base or MemoryPolicy(), steps=frozenset(kv), feature_steps=frozenset(feats),
+                    feature_levels=feature_levels)
 
 
 # -- plan ----------------------------------------------------------------------------------------------
@@ -470,13 +509,30 @@ def _grad(e: torch.Tensor, z: torch.Tensor, retain: bool) -> torch.Tensor:
     return torch.zeros_like(z) if g is None else g
 
 
+def _cfg_batch(backend: Backend, z: torch.Tensor, t: int, cond: Any, uncond: Any, s: int,
+               hooks: UNetHooks | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(eps_u, eps_c) from one batch-2 forward [uncond, cond], or None if the conditionings don't stack."""
+    if not (isinstance(cond, torch.Tensor) and isinstance(uncond, torch.Tensor) and cond.shape == uncond.shape
+            and cond.shape[0] == 1 and z.shape[0] == 1):
+        return None
+    eps = backend.predict_eps(torch.cat([z, z]), t, torch.cat([uncond, cond]), step=s, branch="cond", hooks=hooks)
+    return eps[:1], eps[1:]
+
+
 @torch.inference_mode(False)
 def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, uncond: Any,
              settings: EditSettings, callback: Callable[[int, torch.Tensor], None] | None = None) -> EditResult:
     """Sample the edit: guided DDIM with CFG over the memory's timesteps.
 
     Runs outside inference mode, with autograd on the guided passes, whatever the
-    caller's mode (ComfyUI runs nodes under torch.inference_mode())."""
+    caller's mode (ComfyUI runs nodes under torch.inference_mode()).
+
+    ``settings.schedule == "reference"`` runs the official implementation's
+    evaluation schedule for the same maths (README "Performance"): a CFG batch of
+    2 on every step; on guided steps also a no-grad pass for the reference
+    features (on the memory's input for the step, so that both schedules compare
+    the same features) and a separate grad pass stopped after the last feature
+    level; two backward passes; time-travel re-noising as in the default."""
     traj = memory.trajectory
     ts = traj.timesteps.tolist()
     n = len(ts)
@@ -488,34 +544,81 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     gmask = plan.grad_mask.to(dev, torch.float32)
     smask = plan.sde_mask.to(dev, torch.float32)
     gen = torch.Generator().manual_seed(int(settings.seed))
-    stats = {"forward": 0, "forward_grad": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
-    t0 = time.time()
+    reference = settings.schedule == "reference"
+    stop = cost.StopAfter(max(levels))
+    top = max(levels)
+
+    def full(run: Callable[[UNetHooks | None], Any], hooks: UNetHooks | None) -> Any:
+        """A full pass; the edit's first one (per model and size) also measures the FLOP share up to
+        the last feature level, for forward-equivalents (no extra pass)."""
+        if cost.known_fraction(backend, z, top) is not None:
+            return run(hooks)
+        return cost.counted_pass(backend, z, top, run, hooks)
+    stats: dict[str, Any] = {"schedule": settings.schedule, "forward": 0, "forward_partial": 0, "forward_grad": 0,
+                             "forward_grad_partial": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
+    cost.reset_peak(dev)
+    t0, c0 = time.time(), time.process_time()
+
+    def reference_features(s: int, t: int) -> None:
+        """The reference method's no-grad reference pass; its features replace the memory's for step s."""
+        cap = _Capture(levels)
+        backend.predict_eps(traj.latents[s + 1].to(dev, torch.float32), t, cond, step=s, branch="cond",
+                            hooks=HookList(cap, stop))
+        stats["forward_partial"] += 1
+        for lvl in levels:
+            if (s, lvl) in memory.features:
+                memory.features[(s, lvl)] = cap.h[lvl].detach().to(memory.policy.device, memory.policy.dtype)
 
     def step_once(s: int, z: torch.Tensor) -> torch.Tensor:
         t = ts[s]
         ab_t, ab_prev = pairs[s]
         guidance = torch.zeros_like(z)
+        eps_c = None
         if settings.guided(s, n):
             with torch.enable_grad():
                 cap = _Capture(levels)
                 z_in = z.detach().clone().requires_grad_(True)
-                eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond",
-                                            hooks=HookList(plan.attention, cap), grad=True)
-                stats["forward_grad"] += 1
+                if reference or settings.grad_pass == "partial":
+                    if reference:
+                        reference_features(s, t)
+                    backend.predict_eps(z_in, t, cond, step=s, branch="cond",
+                                        hooks=HookList(plan.attention, cap, stop), grad=True)
+                    stats["forward_grad_partial"] += 1
+                else:
+                    eps_c = full(lambda h: backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=h,
+                                                               grad=True), HookList(plan.attention, cap))
+                    stats["forward_grad"] += 1
                 cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
                 e_edit, e_con = plan.energy(cur, s)
-                g_edit = _grad(e_edit, z_in, retain=True)
-                g_con = _grad(e_con, z_in, retain=False)
-            stats["backward"] += 2
+                if settings.energy_backward == "one" and not reference:
+                    g_sum = _grad(e_edit + e_con, z_in, retain=False)
+                else:
+                    g_edit = _grad(e_edit, z_in, retain=True)
+                    g_con = _grad(e_con, z_in, retain=False)
             stats["guided_steps"] += 1
-            guidance = settings.energy_scale * (g_edit * gmask + g_con * (1 - gmask))
-            eps_c = eps_c.detach()
+            if settings.energy_backward == "one" and not reference:
+                stats["backward"] += 1
+                guidance = settings.energy_scale * g_sum
+            else:
+                stats["backward"] += 2
+                guidance = settings.energy_scale * (g_edit * gmask + g_con * (1 - gmask))
+            if eps_c is not None:
+                eps_c = eps_c.detach()
+        cfg_on = uncond is not None and settings.cfg != 1.0
+        batch = cfg_on and (reference or (settings.batch_cfg and eps_c is None))
+        both = full(lambda h: _cfg_batch(backend, z, t, cond, uncond, s, h), plan.attention) if batch else None
+        if both is not None:
+            eps_u, eps_c = both
+            stats["forward"] += 2
         else:
-            eps_c = backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=plan.attention)
-            stats["forward"] += 1
-        if uncond is not None and settings.cfg != 1.0:
-            eps_u = backend.predict_eps(z, t, uncond, step=s, branch="uncond", hooks=plan.attention)
-            stats["forward"] += 1
+            if eps_c is None:
+                eps_c = full(lambda h: backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=h),
+                             plan.attention)
+                stats["forward"] += 1
+            if cfg_on:
+                eps_u = backend.predict_eps(z, t, uncond, step=s, branch="uncond", hooks=plan.attention)
+                stats["forward"] += 1
+        if cfg_on:
             eps = eps_u + settings.cfg * (eps_c - eps_u)
         else:
             eps = eps_c
@@ -534,25 +637,46 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
         cells = max(1, round(settings.lock_margin * max(z.shape[-2:])))
         free = F.max_pool2d(smask, 2 * cells + 1, stride=1, padding=cells)
         lock = (1 - free).clamp(0, 1)
-    for s in range(n):
-        reps = settings.repeats(s, n)
-        for r in range(reps):
-            z_prev = step_once(s, z)
-            if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
-                ab_t, ab_prev = pairs[s]
-                t_prev = ts[s + 1] if s + 1 < n else 0
-                e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
-                stats["forward"] += 1
-                stats["renoise"] += 1
-                z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
-        z = z_prev.detach()
-        if lock is not None and s < settings.background_lock * n:
-            z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
-        if plan.copy is not None and s < settings.copy_until * n:
-            z = plan.copy.apply(z, s + 1)
-        if callback is not None:
-            callback(s, z)
+    seconds = {"guided": 0.0, "plain": 0.0}
+    saved = dict(memory.features) if reference else None
+    try:
+        for s in range(n):
+            ts0 = time.time()
+            reps = settings.repeats(s, n)
+            for r in range(reps):
+                z_prev = step_once(s, z)
+                if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
+                    ab_t, ab_prev = pairs[s]
+                    t_prev = ts[s + 1] if s + 1 < n else 0
+                    e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
+                    stats["forward"] += 1
+                    stats["renoise"] += 1
+                    z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
+            z = z_prev.detach()
+            if lock is not None and s < settings.background_lock * n:
+                z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
+            if plan.copy is not None and s < settings.copy_until * n:
+                z = plan.copy.apply(z, s + 1)
+            seconds["guided" if settings.guided(s, n) else "plain"] += time.time() - ts0
+            if callback is not None:
+                callback(s, z)
+    finally:
+        if saved is not None:  # the memory is shared: put the recorded features back
+            memory.features.clear()
+            memory.features.update(saved)
     stats["seconds"] = round(time.time() - t0, 3)
+    stats["cpu_seconds"] = round(time.process_time() - c0, 3)  # this process's CPU time: robust to a shared machine
+    stats["seconds_guided"] = round(seconds["guided"], 3)
+    stats["seconds_plain"] = round(seconds["plain"], 3)
+    fraction = cost.known_fraction(backend, z, top) or 1.0
+    stats["partial_fraction"] = round(fraction, 4)
+    stats["forward_equiv"] = round(cost.forward_equivalents(stats, fraction), 3)
+    stats["memory_bytes"] = memory.nbytes()["total"]
+    inv = memory.info
+    if "forward" in inv:
+        stats["inversion_forward"] = inv["forward"]
+        stats["seconds_inversion"] = inv.get("seconds", 0.0)
+    stats.update(cost.peak_stats(dev))
     return EditResult(z, stats)
 
 

@@ -18,6 +18,7 @@ number of edits: nothing in it changes after recording.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -37,8 +38,13 @@ class MemoryPolicy:
     dtype: torch.dtype = torch.float16
     device: str | torch.device = "cpu"
 
+    feature_steps: frozenset[int] | None = None  # default: the same steps as K/V
+
     def keeps_step(self, step: int) -> bool:
         return self.steps is None or step in self.steps
+
+    def keeps_feature_step(self, step: int) -> bool:
+        return self.keeps_step(step) if self.feature_steps is None else step in self.feature_steps
 
 
 def default_feature_levels(n_levels: int) -> tuple[int, int]:
@@ -194,7 +200,7 @@ class MemoryRecorder(UNetHooks):
         return None
 
     def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
-        if call.level in self.policy.feature_levels and self.policy.keeps_step(call.step):
+        if call.level in self.policy.feature_levels and self.policy.keeps_feature_step(call.step):
             self.features[(call.step, call.level)] = self._store(h)
 
 
@@ -213,6 +219,10 @@ def invert_with_memory(
         policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
                               feature_levels=default_feature_levels(backend.decoder_levels()))
     rec = MemoryRecorder(policy, backend.decoder_self_attention_layers())
+    t0, c0 = time.time(), time.process_time()
     traj = ddim.invert(backend, z_0, cond, steps=steps, spacing=spacing, hooks=rec, callback=callback)
+    # cost: one no-grad UNet pass per step and image (recording needs no extra pass)
     return FeatureMemory(traj, rec.kv, rec.features, policy, model_id,
-                         {"spacing": spacing, "cond_batch": int(z_0.shape[0])})
+                         {"spacing": spacing, "cond_batch": int(z_0.shape[0]),
+                          "forward": steps * int(z_0.shape[0]), "seconds": round(time.time() - t0, 3),
+                          "cpu_seconds": round(time.process_time() - c0, 3)})

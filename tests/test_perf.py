@@ -1,0 +1,131 @@
+"""Cost accounting, the reference schedule and the one-backward option (random-weight model, fast)."""
+
+import pytest
+import torch
+
+from dragon_core import cost
+from dragon_core.cli import build_parser, format_stats
+from dragon_core.editing import Drag, Move, default_settings, edit_image, with_overrides
+from dragon_core.memory import invert_with_memory
+from dragon_core.shapes_model import ShapesTextEncoder
+
+pytest.importorskip("diffusers")
+
+STEPS = 5
+
+
+def _ctx():
+    torch.manual_seed(0)
+    enc = ShapesTextEncoder().eval()
+    return enc.encode("flat, red square"), enc.encode("")
+
+
+@pytest.fixture()
+def memory(random_backend):
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    return invert_with_memory(random_backend, image, _ctx()[0], steps=STEPS, spacing="comfy_uniform")
+
+
+def _edits():
+    m = torch.zeros(32, 32)
+    m[8:16, 8:16] = 1
+    return {"move": Move(m, 6, 4),
+            "drag": Drag(torch.tensor([[12.0, 12.0]]), torch.tensor([[18.0, 14.0]]), (32, 32), (m + m.roll(6, 1)).clamp(0, 1))}
+
+
+@pytest.mark.parametrize("kind", ["move", "drag"])
+def test_reference_schedule_gives_the_same_edit_at_its_own_cost(random_backend, memory, kind):
+    cond, uncond = _ctx()
+    settings = default_settings(kind, cfg=2.0, feature_scale=1.0, attention_start=1, time_travel=2,
+                                time_travel_window=(0.0, 1.0))
+    feats = {k: v.clone() for k, v in memory.features.items()}
+    eff = edit_image(random_backend, memory, _edits()[kind], cond, uncond, settings)
+    ref = edit_image(random_backend, memory, _edits()[kind], cond, uncond, with_overrides(settings, schedule="reference"))
+    # the same maths: only the CFG batching (and the reference pass's features, equal to the memory's) differ
+    assert (eff.latent - ref.latent).abs().max() < 1e-4
+    assert set(feats) == set(memory.features) and all(torch.equal(feats[k], memory.features[k]) for k in feats)
+    passes = sum(settings.guided(s, STEPS) * settings.repeats(s, STEPS) for s in range(STEPS))
+    all_passes = sum(settings.repeats(s, STEPS) for s in range(STEPS))
+    renoise = all_passes - STEPS
+    assert ref.stats["forward_partial"] == ref.stats["forward_grad_partial"] == passes > 0
+    assert ref.stats["forward"] == 2 * all_passes + renoise and ref.stats["forward_grad"] == 0
+    assert eff.stats["forward_grad"] == passes and eff.stats["forward_partial"] == 0
+    assert eff.stats["forward"] == 2 * all_passes - passes + renoise
+    assert eff.stats["backward"] == ref.stats["backward"] == 2 * passes
+    f = eff.stats["partial_fraction"]
+    assert 0 < f < 1
+    assert eff.stats["forward_equiv"] == pytest.approx(2 * all_passes + renoise + 4 * f * passes, abs=1e-2)
+    assert ref.stats["forward_equiv"] == pytest.approx(eff.stats["forward_equiv"] + 2 * f * passes, abs=1e-2)
+
+
+def test_stats_report_time_memory_and_peaks(random_backend, memory):
+    cond, uncond = _ctx()
+    res = edit_image(random_backend, memory, _edits()["move"], cond, uncond, default_settings("move", cfg=2.0))
+    s = res.stats
+    assert s["memory_bytes"] == memory.nbytes()["total"] > 0
+    assert s["peak_rss_bytes"] > 0 and s["seconds"] >= s["seconds_guided"] > 0 and s["seconds_plain"] >= 0
+    assert s["inversion_forward"] == STEPS and memory.info["forward"] == STEPS and memory.info["seconds"] > 0
+    text = format_stats(s)
+    assert "forward-equivalents" in text and "peak RSS" in text
+
+
+def test_one_backward_is_not_the_masked_two_gradient_combination(random_backend, memory):
+    """m * dE_edit/dz + (1 - m) * dE_con/dz is not the gradient of one scalar: the UNet mixes
+    positions, so each energy's gradient reaches across the mask. The default keeps two passes;
+    ``energy_backward="one"`` is an opt-in approximation that gives a different edit."""
+    cond, uncond = _ctx()
+    settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=1)
+    two = edit_image(random_backend, memory, _edits()["move"], cond, uncond, settings)
+    one = edit_image(random_backend, memory, _edits()["move"], cond, uncond,
+                     with_overrides(settings, energy_backward="one"))
+    assert one.stats["backward"] * 2 == two.stats["backward"]
+    assert (one.latent - two.latent).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="energy_backward"):
+        default_settings("move", energy_backward="three")
+    with pytest.raises(ValueError, match="schedule"):
+        default_settings("move", schedule="fast")
+
+
+def test_forward_equivalents_weigh_partial_passes_and_backwards():
+    stats = {"forward": 10, "forward_grad": 2, "forward_partial": 3, "forward_grad_partial": 1, "backward": 4}
+    assert cost.forward_equivalents(stats, 0.5) == pytest.approx(10 + 2 + 0.5 * 4 + 2 * 0.5 * 4)
+
+
+def test_perf_command_parses():
+    args = build_parser().parse_args(["perf", "--sd-sizes", "64,96", "--json", "x.json"])
+    assert args.sd_sizes == "64,96" and args.threads == 1
+    args = build_parser().parse_args(["edit", "move", "--image", "a.png", "--out", "o", "--stats",
+                                      "--schedule", "reference"])
+    assert args.stats and args.schedule == "reference"
+
+
+def test_used_steps_policy_keeps_only_what_the_edit_reads(random_backend):
+    from dragon_core.editing import used_steps_policy
+
+    cond, uncond = _ctx()
+    settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=2, guide_until=0.4,
+                                guide_every_until=0.4)
+    policy = used_steps_policy(settings, STEPS, (1, 2))
+    assert policy.steps == frozenset({2, 3, 4}) and policy.feature_steps == frozenset({0, 1})
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    full = invert_with_memory(random_backend, image, cond, steps=STEPS, spacing="comfy_uniform")
+    small = invert_with_memory(random_backend, image, cond, steps=STEPS, spacing="comfy_uniform", policy=policy)
+    assert {s for s, _ in small.kv} == {2, 3, 4} and {s for s, _ in small.features} == {0, 1}
+    assert small.nbytes()["total"] < full.nbytes()["total"]
+    a = edit_image(random_backend, full, _edits()["move"], cond, uncond, settings)
+    b = edit_image(random_backend, small, _edits()["move"], cond, uncond, settings)
+    assert torch.equal(a.latent, b.latent)
+
+
+def test_partial_grad_pass_and_batched_cfg_give_the_same_edit(random_backend, memory):
+    cond, uncond = _ctx()
+    settings = default_settings("drag", cfg=2.0, feature_scale=1.0, attention_start=1)
+    full = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, settings)
+    part = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, grad_pass="partial"))
+    both = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, batch_cfg=True))
+    assert (full.latent - part.latent).abs().max() < 1e-5 and (full.latent - both.latent).abs().max() < 1e-4
+    g = full.stats["guided_steps"]
+    assert part.stats["forward_grad_partial"] == g and part.stats["forward"] == full.stats["forward"] + g
+    assert part.stats["forward_equiv"] > full.stats["forward_equiv"]
