@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -121,6 +122,10 @@ class GuidedSampler(io.ComfyNode):
                     raise
                 raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
+        st = result.stats
+        logging.info("%s: %s edit, %s steps (%s guided), %s UNet forward-equivalents, %.1f s, peak RSS %.0f MiB",
+                     SAMPLER, kind, memory.steps, st.get("guided_steps"), st.get("forward_equiv"),
+                     st.get("seconds", 0.0), st.get("peak_rss_bytes", 0) / 2**20)
         return io.NodeOutput({"samples": samples})
 
 
