@@ -193,6 +193,7 @@ class EditSettings:
     background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     point_region: float = 0.0  # drag/points without a mask: the points' box grown by this fraction of the side
+    reference_interior: bool = False  # appearance: the reference's mean feature over its mask eroded by one cell
     seed: int = 0
     # "efficient" (default) or "reference": the official implementation's evaluation schedule
     # (for cost comparisons; see run_edit and README "Performance")
@@ -444,6 +445,9 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
         _check_memory(edit.reference, "reference")
         _same_run(memory, edit.reference, "reference")
         m_base, m_ref = grid_mask(edit.mask, gh, gw), grid_mask(edit.reference_mask, gh, gw)
+        if s_.reference_interior:  # the reference's mean feature without its boundary (its shape)
+            inner = -F.max_pool2d(-m_ref.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0.5
+            m_ref = inner if inner.any() else m_ref
         other = _Features(edit.reference, levels, grid)
         lat = grid_mask(edit.mask, lh, lw)[None, None]
 

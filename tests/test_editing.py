@@ -243,3 +243,24 @@ def test_points_without_a_mask_edit_inside_their_grown_box(random_backend, memor
     outside = torch.ones(32, 32, dtype=torch.bool)
     outside[6 - 4: 16 + 5, 6 - 4: 18 + 5] = False  # the box grown by the lock margin (3 or 4 cells)
     assert torch.equal(out[0][:, outside], memory.trajectory.z_0[0][:, outside])
+
+
+def test_reference_interior_matches_the_reference_without_its_boundary(random_backend, memory):
+    """reference_interior: the appearance energy reads the reference object's mean feature
+    over its mask eroded by one cell, so it differs from the whole-mask energy; with a mask
+    too thin to erode it falls back to the whole mask."""
+    cond, _ = _ctx()
+    other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
+    cur = [other.feature(2, lvl, torch.device("cpu"), torch.float32)[0] for lvl in (1, 2)]
+    grid = cur[1].shape[-2:]
+    cur = [torch.nn.functional.interpolate(c[None], size=grid)[0] for c in cur]
+
+    def edit_energy(mask, interior):
+        plan = plan_edit(Appearance(_mask(), other, mask), memory,
+                         default_settings("appearance", reference_interior=interior, feature_scale=1.0))
+        return plan.energy(cur, 2)[0].item()
+
+    assert edit_energy(_mask(), True) != edit_energy(_mask(), False)
+    thin = torch.zeros(32, 32)
+    thin[10, 4:20] = 1  # one row: nothing survives erosion
+    assert edit_energy(thin, True) == edit_energy(thin, False)
