@@ -316,7 +316,6 @@ def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, di
                                 attention=False if args.no_attention else None, schedule=args.schedule)
     res = edit_image(backend, mem, edit, cond, uncond, settings)
     out = tensor_to_array(res.latent)
-    res.stats["memory_bytes"] = mem.nbytes()["total"]
     return out, res.stats, sheet + [out]
 
 

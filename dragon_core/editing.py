@@ -549,8 +549,9 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     smask = plan.sde_mask.to(dev, torch.float32)
     gen = torch.Generator().manual_seed(int(settings.seed))
     reference = settings.schedule == "reference"
-    stop = cost.StopAfter(max(levels))
     top = max(levels)
+    stop = cost.StopAfter(top)
+    one_backward = settings.energy_backward == "one" and not reference
 
     def full(run: Callable[[UNetHooks | None], Any], hooks: UNetHooks | None) -> Any:
         """A full pass; the edit's first one (per model and size) also measures the FLOP share up to
@@ -563,15 +564,12 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     cost.reset_peak(dev)
     t0, c0 = time.time(), time.process_time()
 
-    def reference_features(s: int, t: int) -> None:
-        """The reference method's no-grad reference pass; its features replace the memory's for step s."""
-        cap = _Capture(levels)
+    def reference_pass(s: int, t: int) -> None:
+        """The reference method's no-grad reference pass, for its cost: on the memory's input for
+        step s it computes exactly the features the inversion recorded, which the energy reads."""
         backend.predict_eps(traj.latents[s + 1].to(dev, torch.float32), t, cond, step=s, branch="cond",
-                            hooks=HookList(cap, stop))
+                            hooks=HookList(_Capture(levels), stop))
         stats["forward_partial"] += 1
-        for lvl in levels:
-            if (s, lvl) in memory.features:
-                memory.features[(s, lvl)] = cap.h[lvl].detach().to(memory.policy.device, memory.policy.dtype)
 
     def step_once(s: int, z: torch.Tensor) -> torch.Tensor:
         t = ts[s]
@@ -584,7 +582,7 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
                 z_in = z.detach().clone().requires_grad_(True)
                 if reference or settings.grad_pass == "partial":
                     if reference:
-                        reference_features(s, t)
+                        reference_pass(s, t)
                     backend.predict_eps(z_in, t, cond, step=s, branch="cond",
                                         hooks=HookList(plan.attention, cap, stop), grad=True)
                     stats["forward_grad_partial"] += 1
@@ -594,18 +592,13 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
                     stats["forward_grad"] += 1
                 cur = [on_grid(cap.h[lvl].float(), grid) for lvl in levels]
                 e_edit, e_con = plan.energy(cur, s)
-                if settings.energy_backward == "one" and not reference:
-                    g_sum = _grad(e_edit + e_con, z_in, retain=False)
-                else:
-                    g_edit = _grad(e_edit, z_in, retain=True)
-                    g_con = _grad(e_con, z_in, retain=False)
+                if one_backward:
+                    g = _grad(e_edit + e_con, z_in, retain=False)
+                else:  # the edit gradient inside the edit region, the content gradient outside
+                    g = _grad(e_edit, z_in, retain=True) * gmask + _grad(e_con, z_in, retain=False) * (1 - gmask)
             stats["guided_steps"] += 1
-            if settings.energy_backward == "one" and not reference:
-                stats["backward"] += 1
-                guidance = settings.energy_scale * g_sum
-            else:
-                stats["backward"] += 2
-                guidance = settings.energy_scale * (g_edit * gmask + g_con * (1 - gmask))
+            stats["backward"] += 1 if one_backward else 2
+            guidance = settings.energy_scale * g
             if eps_c is not None:
                 eps_c = eps_c.detach()
         cfg_on = uncond is not None and settings.cfg != 1.0
@@ -642,32 +635,26 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
         free = F.max_pool2d(smask, 2 * cells + 1, stride=1, padding=cells)
         lock = (1 - free).clamp(0, 1)
     seconds = {"guided": 0.0, "plain": 0.0}
-    saved = dict(memory.features) if reference else None
-    try:
-        for s in range(n):
-            ts0 = time.time()
-            reps = settings.repeats(s, n)
-            for r in range(reps):
-                z_prev = step_once(s, z)
-                if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
-                    ab_t, ab_prev = pairs[s]
-                    t_prev = ts[s + 1] if s + 1 < n else 0
-                    e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
-                    stats["forward"] += 1
-                    stats["renoise"] += 1
-                    z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
-            z = z_prev.detach()
-            if lock is not None and s < settings.background_lock * n:
-                z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
-            if plan.copy is not None and s < settings.copy_until * n:
-                z = plan.copy.apply(z, s + 1)
-            seconds["guided" if settings.guided(s, n) else "plain"] += time.time() - ts0
-            if callback is not None:
-                callback(s, z)
-    finally:
-        if saved is not None:  # the memory is shared: put the recorded features back
-            memory.features.clear()
-            memory.features.update(saved)
+    for s in range(n):
+        ts0 = time.time()
+        reps = settings.repeats(s, n)
+        for r in range(reps):
+            z_prev = step_once(s, z)
+            if r < reps - 1:  # time travel: back to t_s by one deterministic inversion step
+                ab_t, ab_prev = pairs[s]
+                t_prev = ts[s + 1] if s + 1 < n else 0
+                e = backend.predict_eps(z_prev, t_prev, cond, step=-1, branch="cond")
+                stats["forward"] += 1
+                stats["renoise"] += 1
+                z = ddim_inversion_step(z_prev, e, ab_prev, ab_t)
+        z = z_prev.detach()
+        if lock is not None and s < settings.background_lock * n:
+            z = z * (1 - lock) + traj.latents[s + 1].to(dev, z.dtype) * lock
+        if plan.copy is not None and s < settings.copy_until * n:
+            z = plan.copy.apply(z, s + 1)
+        seconds["guided" if settings.guided(s, n) else "plain"] += time.time() - ts0
+        if callback is not None:
+            callback(s, z)
     stats["seconds"] = round(time.time() - t0, 3)
     stats["cpu_seconds"] = round(time.process_time() - c0, 3)  # this process's CPU time: robust to a shared machine
     stats["seconds_guided"] = round(seconds["guided"], 3)
