@@ -44,13 +44,20 @@ def _comfyui_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def comfy() -> SimpleNamespace:
+def comfyui_path() -> Path:
+    """``$COMFYUI_PATH`` checked to be a ComfyUI work tree (skips with the reason otherwise),
+    without importing ComfyUI (the HTTP and browser tests start it as a server)."""
+    return _comfyui_path()
+
+
+@pytest.fixture(scope="session")
+def comfy(comfyui_path) -> SimpleNamespace:
     """ComfyUI's modules, imported from ``$COMFYUI_PATH`` in CPU mode.
 
     Attributes: ``path`` and the last component of each module in
     ``COMFY_MODULES`` (``comfy.model_management``, ``comfy.utils``, ...).
     """
-    path = _comfyui_path()
+    path = comfyui_path
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     try:
@@ -135,3 +142,13 @@ def _run_prompt(env, prompt: dict) -> dict:
         errs = [d for e, d in env.executor.status_messages if e == "execution_error"]
         raise RuntimeError(errs[0]["exception_message"] if errs else "execution failed")
     return env.executor.history_result["outputs"]
+
+
+@pytest.fixture(scope="module")
+def user_model(dragon_nodes):
+    """The user's MODEL: the bundled shapes model loaded as the demo node loads it (inside
+    inference mode, so its weights are inference tensors as with ComfyUI's loaders)."""
+    import torch
+
+    with torch.inference_mode():
+        return dragon_nodes.shapes_comfy.load_shapes_model()

@@ -42,7 +42,6 @@ import pytest
 from test_http_server import (  # noqa: F401  (server: the module-scoped fixture, reused here)
     PACK_FOLDER,
     ROOT,
-    _comfyui_path,
     demo_prompt,
     execute,
     server,
@@ -70,9 +69,8 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser_tools():
+def browser_tools(comfyui_path):
     """Checked before the server starts: skip fast, with the reason."""
-    _comfyui_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed in this Python "
                                    "(pip install playwright; the tests drive the system chromium, no browser download)")
     return sync_api, _chromium()

@@ -40,13 +40,6 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def user_model(dragon_nodes):
-    """The user's MODEL, loaded as a node would load it (inside inference mode)."""
-    with torch.inference_mode():
-        return dragon_nodes.shapes_comfy.load_shapes_model()
-
-
-@pytest.fixture(scope="module")
 def conditioning(dragon_nodes):
     with torch.inference_mode():
         return dragon_nodes.shapes_comfy.encode_prompt(PROMPT), dragon_nodes.shapes_comfy.encode_prompt("")

@@ -52,7 +52,6 @@ SHAPES_COMFY_UNET_CONFIG = {
     "use_temporal_resblock": False,
     "use_temporal_attention": False,
 }
-SHAPES_HEADS = {"num_heads": 1, "num_head_channels": -1}
 
 # diffusers up_blocks[level] output == h entering ComfyUI output_blocks[id]
 FEATURE_TAP_BLOCK_IDS = {0: 2, 1: 4, 2: 6}
@@ -109,30 +108,10 @@ def comfy_state_dict(diffusers_unet, key_map):
     return {key_map[k]: v.clone() for k, v in diffusers_unet.state_dict().items()}
 
 
-def _shapes_model_config_class(comfy):
-    """A ComfyUI model config for the shapes UNet, as a custom node pack would register it."""
-
-    class ShapesPixelUNet(comfy.supported_models_base.BASE):
-        unet_config = {
-            "model_channels": 32,
-            "context_dim": 32,
-            "in_channels": 3,
-            "out_channels": 3,
-            "use_linear_in_transformer": False,
-            "adm_in_channels": None,
-            "use_temporal_attention": False,
-        }
-        unet_extra_config = dict(SHAPES_HEADS)
-        latent_format = comfy.latent_formats.ChromaRadiance  # 3 channels, identity process_in/out
-        memory_usage_factor = 1.0
-
-    return ShapesPixelUNet
-
-
 @pytest.fixture(scope="module")
-def comfy_patcher(comfy, comfy_state_dict):
+def comfy_patcher(comfy, dragon_nodes, comfy_state_dict):
     """ComfyUI BaseModel (EPS, SD's scaled-linear schedule) with the shapes weights, in a ModelPatcher."""
-    model_config = _shapes_model_config_class(comfy)(SHAPES_COMFY_UNET_CONFIG)
+    model_config = dragon_nodes.shapes_comfy.model_config_class()(SHAPES_COMFY_UNET_CONFIG)
     model = model_config.get_model({})
     missing, unexpected = model.diffusion_model.load_state_dict(comfy_state_dict, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
@@ -227,9 +206,9 @@ def test_schedule_matches_diffusers(comfy, comfy_patcher):
     assert torch.allclose(1.0 / (1.0 + sigmas**2), abar, rtol=1e-5, atol=1e-7)
 
 
-def test_eps_check_is_sensitive_to_head_count(comfy, diffusers_unet, comfy_state_dict):
+def test_eps_check_is_sensitive_to_head_count(comfy, dragon_nodes, diffusers_unet, comfy_state_dict):
     """Guard for the comparison itself: the same weights with 8 heads (what SD15's config forces) differ."""
-    cls = _shapes_model_config_class(comfy)
+    cls = dragon_nodes.shapes_comfy.model_config_class()
     cls8 = type("ShapesEightHeads", (cls,), {"unet_extra_config": {"num_heads": 8, "num_head_channels": -1}})
     model = cls8(SHAPES_COMFY_UNET_CONFIG).get_model({})
     model.diffusion_model.load_state_dict(comfy_state_dict, strict=True)
@@ -332,8 +311,8 @@ def test_stock_loader_rejects_unregistered_config(comfy, diffusers_unet, comfy_s
     assert comfy.sd.load_diffusion_model_state_dict(dict(diffusers_unet.state_dict())) is None
 
 
-def test_stock_loader_accepts_registered_config(comfy, diffusers_unet, comfy_state_dict, monkeypatch):
-    cls = _shapes_model_config_class(comfy)
+def test_stock_loader_accepts_registered_config(comfy, dragon_nodes, diffusers_unet, comfy_state_dict, monkeypatch):
+    cls = dragon_nodes.shapes_comfy.model_config_class()
     monkeypatch.setattr(comfy.supported_models, "models", [cls] + list(comfy.supported_models.models))
     patcher = comfy.sd.load_diffusion_model_state_dict({k: v.clone() for k, v in comfy_state_dict.items()})
     assert patcher is not None

@@ -60,19 +60,6 @@ RUN_TIMEOUT = 120.0
 TERMINAL_EVENTS = {"execution_success", "execution_error", "execution_interrupted"}
 
 
-def _comfyui_path() -> Path:
-    # the same rule and skip reasons as the `comfy` fixture (conftest.py), without importing ComfyUI here
-    raw = os.environ.get("COMFYUI_PATH", "").strip()
-    if not raw:
-        pytest.skip("COMFYUI_PATH is not set: point it at a ComfyUI checkout to run the ComfyUI integration tests")
-    path = Path(raw).expanduser().resolve()
-    if not (path / "comfy" / "model_management.py").is_file():
-        pytest.skip(f"COMFYUI_PATH={raw!r} is not a ComfyUI checkout (no comfy/model_management.py there)")
-    if not (path / "main.py").is_file():
-        pytest.skip(f"COMFYUI_PATH={raw!r} has no main.py to start a server with")
-    return path
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -112,8 +99,10 @@ def _get_json(url: str, timeout: float = 10.0) -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> ComfyServer:
-    comfy_path = _comfyui_path()
+def server(tmp_path_factory, comfyui_path) -> ComfyServer:
+    comfy_path = comfyui_path
+    if not (comfy_path / "main.py").is_file():
+        pytest.skip(f"COMFYUI_PATH={str(comfy_path)!r} has no main.py to start a server with")
     pytest.importorskip("aiohttp", reason="the HTTP server tests drive the websocket with aiohttp")
     pytest.importorskip("PIL", reason="the HTTP server tests read the saved PNGs with Pillow")
     base = tmp_path_factory.mktemp("comfy_http")

@@ -17,12 +17,6 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def user_model(dragon_nodes):
-    with torch.inference_mode():
-        return dragon_nodes.shapes_comfy.load_shapes_model()
-
-
-@pytest.fixture(scope="module")
 def conditioning(dragon_nodes):
     with torch.inference_mode():
         return dragon_nodes.shapes_comfy.encode_prompt("flat, red square, blue disc"), \
