@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from graphs import guided_sampler
 
 torch = pytest.importorskip("torch")
 
@@ -121,10 +122,7 @@ def _base() -> dict:
                 "inputs": {"model": ["model", 0], "latent": ["lat", 0], "positive": ["scene", 2], "steps": STEPS}},
         "edit": {"class_type": "DragonDiff_MoveEdit",
                  "inputs": {"mask": ["scene", 1], "dx": 2, "dy": 0, "scale": 1.0}},
-        "out": {"class_type": "DragonDiff_GuidedSampler",
-                "inputs": {"model": ["model", 0], "positive": ["scene", 2], "negative": ["neg", 0],
-                           "memory": ["inv", 1], "edit": ["edit", 0], "seed": 0, "cfg": -1.0, "energy_scale": -1.0,
-                           "guidance_end": -1.0, "flexibility": 0.0, "cross_attention": True}},
+        "out": guided_sampler("edit", flexibility=0.0),
         "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["out", 0], "vae": ["vae", 0]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": "bad_input"}},
     }

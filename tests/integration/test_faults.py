@@ -35,6 +35,7 @@ import weakref
 from pathlib import Path
 
 import pytest
+from graphs import guided_sampler
 
 torch = pytest.importorskip("torch")
 
@@ -123,12 +124,8 @@ def _base(steps: int = STEPS, seed: int = 4) -> dict:
 
 def _edit(name: str, node: dict, tag: str | None = None, **sampler) -> dict:
     """Edit node ``e_<name>``, its Guided Sampler ``s_<name>`` and a keeper of its LATENT."""
-    inputs = {"model": ["model", 0], "positive": ["scene", 2], "negative": ["neg", 0], "memory": ["inv", 1],
-              "edit": [f"e_{name}", 0], "seed": 0, "cfg": -1.0, "energy_scale": -1.0, "guidance_end": -1.0,
-              "flexibility": 0.0, "cross_attention": True}
-    inputs.update(sampler)
     return {f"e_{name}": node,
-            f"s_{name}": {"class_type": "DragonDiff_GuidedSampler", "inputs": inputs},
+            f"s_{name}": guided_sampler(f"e_{name}", **{"flexibility": 0.0, **sampler}),
             f"k_{name}": {"class_type": "DragonTest_Keep", "inputs": {"latent": [f"s_{name}", 0],
                                                                      "tag": tag or name}}}
 

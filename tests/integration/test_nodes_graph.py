@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from graphs import guided_sampler
 
 torch = pytest.importorskip("torch")
 
@@ -60,11 +61,7 @@ def _base_graph(image: str, prompt: str) -> dict:
 
 
 def _sampler(edit: str, **kw) -> dict:
-    inputs = {"model": ["model", 0], "positive": ["pos", 0], "negative": ["neg", 0], "memory": ["inv", 1],
-              "edit": [edit, 0], "seed": 0, "cfg": -1.0, "energy_scale": -1.0, "guidance_end": -1.0,
-              "flexibility": -1.0, "cross_attention": True}
-    inputs.update(kw)
-    return {"class_type": "DragonDiff_GuidedSampler", "inputs": inputs}
+    return guided_sampler(edit, ["pos", 0], **kw)
 
 
 def _save(src: str, prefix: str) -> dict:
@@ -343,11 +340,7 @@ def test_cached_inputs_and_the_model_are_unchanged_by_every_node(comfy_env):
         "o_ks": {"class_type": "SaveImage", "inputs": {"images": ["d_ks", 0], "filename_prefix": "fp_ks"}},
     }
     for name in ("move", "drag", "points", "app", "paste"):
-        work[f"s_{name}"] = {"class_type": "DragonDiff_GuidedSampler",
-                             "inputs": {"model": ["model", 0], "positive": ["scene", 2], "negative": ["neg", 0],
-                                        "memory": ["inv", 1], "edit": [f"e_{name}", 0], "seed": 0, "cfg": 2.0,
-                                        "energy_scale": -1.0, "guidance_end": -1.0, "flexibility": 0.3,
-                                        "cross_attention": True}}
+        work[f"s_{name}"] = guided_sampler(f"e_{name}", cfg=2.0, flexibility=0.3)
         work[f"d_{name}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"s_{name}", 0], "vae": ["vae", 0]}}
         work[f"o_{name}"] = {"class_type": "SaveImage", "inputs": {"images": [f"d_{name}", 0],
                                                                    "filename_prefix": f"fp_{name}"}}
