@@ -1,9 +1,10 @@
 """The core's backend on a ComfyUI MODEL: :class:`ComfyBackend`.
 
 :class:`ComfyBackend` implements ``dragon_core.backend.Backend`` on a
-``ModelPatcher`` **clone** of the user's MODEL. Everything it adds (patches,
-weight wrappers) lives on the clone; the user's patcher, its model options and
-its weights are never modified, and other nodes keep using them unchanged.
+``ModelPatcher`` **clone** of the user's MODEL. Everything it adds (patches)
+lives on the clone; the user's patcher, its model options and its weights are
+never modified (a gradient forward swaps zero-copy aliases of the weights in and
+back, see below), and other nodes keep using them unchanged.
 
 Prediction
     The core works in DDPM terms: ``z_t`` at timestep ``t`` (latents already
@@ -51,21 +52,18 @@ Gradients under ComfyUI's executor (the choice made here)
     ComfyUI runs nodes inside ``torch.inference_mode()`` and its loaders make the
     weights inference tensors, which autograd refuses to save for backward
     ("Inference tensors cannot be saved for backward"), whatever mode the call
-    runs in. Of the two verified fixes this backend uses **identity weight
-    wrappers on the clone** (``ModelPatcher.add_weight_wrapper``, the mechanism
-    ComfyUI's own training node uses): a module with a weight function gets its
-    weight through ``comfy.ops.cast_bias_weight`` as a fresh copy made in the
-    current mode, so a gradient pass (run under ``inference_mode(False)``) uses
-    normal tensors, while the user's parameters stay untouched and shared. The
-    alternative, parameter clones owned by the clone, needs a second model
-    object (a permanent second copy of the weights, and ComfyUI's memory
-    manager would load both). Cost: while a gradient pass is alive its weight
-    copies are kept for backward, about one extra copy of the UNet weights in
-    the model dtype (SD1.5 fp16: ~1.6 GiB) until the backward is done; a pass
-    without gradients copies one layer at a time (transient). The wrappers are
-    added on the first ``grad=True`` call (adding them changes the clone's
-    ``patches_uuid``, so ComfyUI reloads the weights once, re-applying LoRA
-    patches), and ``close()`` removes them from the modules. Gradients reach
+    runs in. This backend makes, for the duration of a gradient forward only,
+    **zero-copy aliases** of the inference parameters and buffers: a normal tensor
+    made outside inference mode on the same storage (``Tensor.set_``), swapped
+    into the modules' ``_parameters``/``_buffers`` the way
+    ``torch.func.functional_call`` swaps parameters, and swapped back in a
+    ``finally`` as soon as the forward returns (ComfyUI runs one prompt at a time
+    on one thread, so nothing else sees the swap). Autograd keeps the aliases for
+    backward; they share the user's storage, so a gradient pass holds no copy of
+    the weights and LoRA-patched or low-VRAM-cast weights are used as loaded.
+    (An earlier version used identity weight wrappers, which made ComfyUI's
+    ``cast_bias_weight`` copy every weight per gradient pass: one extra copy of the
+    UNet alive until backward, 10 GB for SDXL in fp32.) Gradients reach
     ``z_t`` whether it is a normal tensor or an inference tensor that requires
     grad; the computation that uses the features' graph (the energy) must run
     outside inference mode or inside a hook.
@@ -124,10 +122,25 @@ def check_conditioning(cond: Any) -> None:
         raise ValueError(f"DragonDiffusion does not support conditioning with {', '.join(bad)} yet")
 
 
-def _fresh_weight(w: torch.Tensor) -> torch.Tensor:
-    """Identity weight wrapper. Its presence makes ComfyUI's cast_bias_weight copy the
-    weight in the current autograd mode, which is all the gradient pass needs."""
-    return w
+@contextlib.contextmanager
+def _grad_aliases(model: torch.nn.Module):
+    """Swap every inference-tensor parameter and buffer of ``model`` for a zero-copy
+    normal alias while the block runs (see the module doc); always swap back."""
+    swapped = []
+    with torch.inference_mode(False):
+        for m in model.modules():
+            for table in (m._parameters, m._buffers):
+                for name, t in table.items():
+                    if t is not None and t.is_inference():
+                        alias = torch.empty(0, dtype=t.dtype, device=t.device).set_(
+                            t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
+                        swapped.append((table, name, t))
+                        table[name] = alias
+    try:
+        yield
+    finally:
+        for table, name, t in reversed(swapped):
+            table[name] = t
 
 
 def _attn1_patch(n, context_attn1, value_attn1, extra_options):
@@ -230,7 +243,6 @@ class ComfyBackend:
         self.alphas_cumprod = 1.0 / (1.0 + self._sigmas**2)
         self.device = torch.device(self.patcher.load_device)
         self.dtype = self.patcher.model_dtype()
-        self._grad_ready = False
         self._cond_cache: dict[tuple, tuple[Any, list]] = {}
         self._closed = False
         self._load((1, unet.in_channels, 8, 8), grad=False)
@@ -258,22 +270,6 @@ class ComfyBackend:
         # the sampler's estimate for one batch; a gradient pass keeps activations for backward (rough 3x)
         need = self.patcher.model.memory_required(list(shape)) * (3 if grad else 1)
         mm.load_models_gpu([self.patcher], memory_required=need)
-
-    def _enable_grad_weights(self) -> None:
-        """Identity wrappers on every weight and bias that ComfyUI's ops cast (see module doc)."""
-        uncovered = [n for n, m in self.patcher.model.named_modules() if not hasattr(m, "weight_function")
-                     for pn, p in m.named_parameters(recurse=False) if p.is_inference()]
-        if uncovered:
-            raise NotImplementedError(f"gradients through this model: inference-tensor parameters outside ComfyUI's "
-                                      f"ops cannot be wrapped: {uncovered[:5]}")
-        for name, m in self.patcher.model.named_modules():
-            if not hasattr(m, "weight_function"):
-                continue
-            if getattr(m, "weight", None) is not None:
-                self.patcher.add_weight_wrapper(f"{name}.weight", _fresh_weight)
-            if getattr(m, "bias", None) is not None:
-                self.patcher.add_weight_wrapper(f"{name}.bias", _fresh_weight)
-        self._grad_ready = True
 
     # -- conditioning ------------------------------------------------------------------------------------
     def _conds(self, cond: Any, x: torch.Tensor) -> list:
@@ -319,15 +315,14 @@ class ComfyBackend:
             raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
         if not 0 <= int(t) < len(self._sigmas):
             raise ValueError(f"t must be a DDPM timestep in 0..{len(self._sigmas) - 1}, got {t}")
-        if grad and not self._grad_ready:
-            self._enable_grad_weights()
         self._load(tuple(z_t.shape), grad)
         s = self.sigma(t)
         state = _CallState(int(step), branch, hooks)
         mode = torch.inference_mode(False) if grad else contextlib.nullcontext()
+        aliases = _grad_aliases(self.patcher.model) if grad else contextlib.nullcontext()
         self.patcher.pre_run()
         try:
-            with mode, torch.set_grad_enabled(grad):
+            with mode, torch.set_grad_enabled(grad), aliases:
                 z = z_t.to(self.device, torch.float32)
                 if grad:
                     z = z.clone()  # a graph edge to z_t even when z_t is an inference tensor
@@ -345,19 +340,11 @@ class ComfyBackend:
 
     # -- lifetime -----------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Remove the gradient weight wrappers from the shared modules and drop the caches.
-
-        The clone stays in ComfyUI's loaded-model list like any sampled clone; the
-        next load of the user's patcher re-loads its own state."""
+        """Drop the caches. The clone stays in ComfyUI's loaded-model list like any
+        sampled clone; the next load of the user's patcher re-loads its own state."""
         if self._closed:
             return
         self._closed = True
-        if self._grad_ready:
-            for m in self.patcher.model.modules():
-                for attr in ("weight_function", "bias_function"):
-                    fs = m.__dict__.get(attr)
-                    if fs and _fresh_weight in fs:
-                        setattr(m, attr, [f for f in fs if f is not _fresh_weight])
         self._cond_cache.clear()
 
     def __enter__(self) -> "ComfyBackend":

@@ -136,8 +136,8 @@ def _oom_message(memory: FeatureMemory, settings: Any, step: int, e: BaseExcepti
     where = "a guided step" if step < n and settings.guided(step, n) else "an unguided step"
     cause = str(e).splitlines()[0] if str(e) else type(e).__name__
     return (f"{SAMPLER}: out of memory at step {step + 1} of {n} ({where}; {guided} of the {n} steps are guided) on a "
-            f"{w}x{h} latent. Each guided step runs the UNet with gradients (activations kept for a backward pass, "
-            f"plus one extra copy of the weights), several times the memory of a plain step: use a lower resolution "
+            f"{w}x{h} latent. Each guided step runs the UNet with gradients (activations kept for a backward pass), "
+            f"several times the memory of a plain step: use a lower resolution "
             f"(a smaller image, inverted again) or fewer guided steps (guidance_end 0 runs none: cross-branch "
             f"attention only), or free memory (unload other models). ({cause})")
 

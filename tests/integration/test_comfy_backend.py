@@ -290,6 +290,30 @@ def test_gradient_when_the_caller_leaves_inference_mode(backend, reference, cond
     assert (g - g_ref).abs().max().item() < GRAD_RTOL * g_ref.abs().max().item()
 
 
+def test_gradient_pass_keeps_no_copy_of_the_weights(backend, conditioning):
+    """Autograd saves the model's own weight storage for backward (zero-copy aliases), not
+    copies: every weight a Linear/Conv saved shares a parameter's data pointer."""
+    params = {p.data_ptr(): p for p in backend.patcher.model.parameters() if p.ndim >= 2}
+    saved = []
+
+    def pack(t):
+        saved.append((t.data_ptr(), tuple(t.shape)))
+        return t
+
+    with torch.inference_mode():
+        with torch.inference_mode(False), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            zg = _z(1, 5).requires_grad_(True)
+            hook = FeatureLoss(2, keep=True)
+            backend.predict_eps(zg, 500, conditioning[0], step=0, hooks=hook, grad=True)
+        weights_shapes = {tuple(p.shape) for p in params.values()}
+        weight_like = [(ptr, shape) for ptr, shape in saved if shape in weights_shapes and len(shape) >= 2]
+        assert len(weight_like) > 20
+        shared = [ptr in params for ptr, _ in weight_like]
+        assert all(shared), f"only {sum(shared)} of {len(shared)} saved weights share the model's storage"
+        # and after the pass the modules hold the original parameters again
+        assert all(p.is_inference() for p in backend.patcher.model.parameters())
+
+
 # ----------------------------------------------------------------------------------
 # the user's MODEL and the caller's tensors are left alone
 # ----------------------------------------------------------------------------------
@@ -310,6 +334,7 @@ def test_user_patcher_and_inputs_are_unchanged(comfy, dragon_nodes, user_model, 
         uuid_before, wrappers_before = user_model.patches_uuid, dict(user_model.weight_wrapper_patches)
         weights_before = {k: v.clone() for k, v in user_model.model.state_dict().items()}
         samples_before = _sample(user_model, cond, uncond)
+        params_before = {k: (p, p.data_ptr()) for k, p in user_model.model.named_parameters()}
         cond_before, z = cond[0][0].clone(), _z(1, 4)
         z_before = z.clone()
 
@@ -329,11 +354,13 @@ def test_user_patcher_and_inputs_are_unchanged(comfy, dragon_nodes, user_model, 
         assert user_model.model_options == options_before
         assert "patches" not in user_model.model_options["transformer_options"]
         assert user_model.patches_uuid == uuid_before and user_model.weight_wrapper_patches == wrappers_before
+        # the very same parameter objects on the same storage (the gradient pass swapped aliases in and back)
+        assert all(p is params_before[k][0] and p.data_ptr() == params_before[k][1]
+                   for k, p in user_model.model.named_parameters())
         after = user_model.model.state_dict()
         assert set(after) == set(weights_before)
         assert all(torch.equal(after[k], v) for k, v in weights_before.items())
-        assert not any(dragon_nodes.comfy_backend._fresh_weight in m.__dict__.get("weight_function", ())
-                       for m in user_model.model.modules())
+        assert all(not m.__dict__.get("weight_function") for m in user_model.model.modules())
         assert torch.equal(_sample(user_model, cond, uncond), samples_before)
 
 
