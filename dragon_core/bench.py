@@ -36,7 +36,7 @@ from . import shapes_world as sw
 from .editing import (Appearance, Drag, EditSettings, Move, Paste, Points, default_settings, edit_image,
                       with_overrides)
 from .images import array_to_tensor, grid, save_png
-from .memory import invert_with_memory
+from .memory import STORAGE, default_policy, invert_with_memory
 
 BENCH_SEED = 7
 KINDS = ("move", "resize", "drag", "points", "appearance", "paste")
@@ -217,7 +217,7 @@ def _mask_t(m: np.ndarray) -> torch.Tensor:
 
 
 def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSettings, spacing: str,
-             steps: int = 50, sample_prompt: str = "input") -> dict[str, Any]:
+             steps: int = 50, sample_prompt: str = "input", memory: str = "int8") -> dict[str, Any]:
     """DragonDiffusion and the two baselines on one case; images and scores.
 
     The image is inverted under its own prompt; the edit samples under the input's
@@ -237,7 +237,9 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
             s_cond = cond
     else:
         raise ValueError(f"sample_prompt must be input, target or empty, got {sample_prompt!r}")
-    mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing)
+    policy = default_policy(backend, **STORAGE[memory])
+    mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing,
+                             policy=policy)
     if kind in ("move", "resize"):
         edit = Move(_mask_t(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
     elif kind == "points":  # landmark-style resize: 4 points around the centre move outward/inward
@@ -256,7 +258,8 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
     else:
         ref = case.reference
         rcond = encoder.encode(ref.prompt())
-        rmem = invert_with_memory(backend, array_to_tensor(ref.render()), rcond, steps=steps, spacing=spacing)
+        rmem = invert_with_memory(backend, array_to_tensor(ref.render()), rcond, steps=steps, spacing=spacing,
+                                  policy=policy)
         rmask = _mask_t(ref.masks()[case.ref_index])
         if kind == "appearance":
             edit = Appearance(_mask_t(case.scene.masks()[case.index]), rmem, rmask)
@@ -277,7 +280,8 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
 
 def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None, spacing: str = "comfy_uniform",
               kinds: tuple[str, ...] = KINDS, n: int | None = None, steps: int = 50, sample_prompt: str = "input",
-              sheet: str | Path | None = None, json_path: str | Path | None = None) -> dict[str, Any]:
+              sheet: str | Path | None = None, json_path: str | Path | None = None, memory: str = "int8",
+              seed: int | None = None) -> dict[str, Any]:
     """Run the suite; print and return per-kind means for each method."""
     n = n or (2 if quick else 12)
     t0 = time.time()
@@ -285,9 +289,9 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
     sheet_rows: list[np.ndarray] = []
     for kind in kinds:
         ed_kind = "move" if kind == "resize" else kind
-        settings = default_settings(ed_kind, defaults)
-        rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps, sample_prompt)
-                for k in range(n)]
+        settings = default_settings(ed_kind, defaults, seed=seed)
+        rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps, sample_prompt,
+                         memory) for k in range(n)]
         table[kind] = {
             method: {m: float(np.mean([r["scores"][method].get(m, np.nan) for r in rows])) for m in METRICS[kind]}
             for method in ("dragon", "no_guidance", "naive")
@@ -300,6 +304,7 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
             sheet_rows += [r["images"]["input"], r["images"].get("reference", blank), r["images"]["target"],
                            r["images"]["dragon"], r["images"]["no_guidance"], r["images"]["naive"]]
     result = {"quick": quick, "cases_per_kind": n, "steps": steps, "spacing": spacing, "sample_prompt": sample_prompt,
+              "memory": memory, "seed": seed,
               "seconds": round(time.time() - t0, 1), "table": table}
     if sheet is not None:
         save_png(grid(sheet_rows, 6), sheet, 4)

@@ -267,7 +267,7 @@ def _mask_arg(path: str | None, size: tuple[int, int], name: str) -> torch.Tenso
 def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, dict[str, Any], list[np.ndarray]]:
     """Invert the image(s), build the edit from the arguments, run it; (result, stats, sheet images)."""
     from .editing import Appearance, Drag, Move, Paste, Points, default_settings, edit_image
-    from .memory import invert_with_memory
+    from .memory import STORAGE, default_policy, invert_with_memory
     from .regions import parse_points
 
     img = load_png(args.image)
@@ -277,7 +277,8 @@ def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, di
         raise ValueError(f"image {args.image} is {size[1]}x{size[0]} pixels; this model works at {lat}x{lat}")
     _, spacing = _sampling(args)
     cond, uncond = enc.encode(args.prompt), enc.encode("")
-    mem = invert_with_memory(backend, array_to_tensor(img), cond, steps=args.steps, spacing=spacing)
+    policy = default_policy(backend, **STORAGE[args.memory])
+    mem = invert_with_memory(backend, array_to_tensor(img), cond, steps=args.steps, spacing=spacing, policy=policy)
     mask = _mask_arg(args.mask, size, "--mask")
     sheet = [img]
 
@@ -289,7 +290,7 @@ def run_cli_edit(args: argparse.Namespace, backend, enc) -> tuple[np.ndarray, di
             raise ValueError(f"--reference {args.reference} is {rimg.shape[1]}x{rimg.shape[0]}, the image is "
                              f"{size[1]}x{size[0]}: resize it first")
         rmem = invert_with_memory(backend, array_to_tensor(rimg), enc.encode(args.reference_prompt or ""),
-                                  steps=args.steps, spacing=spacing)
+                                  steps=args.steps, spacing=spacing, policy=policy)
         sheet.append(rimg)
         return rmem, _mask_arg(args.reference_mask, size, "--reference-mask")
 
@@ -378,7 +379,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"--kinds: unknown edit kind(s) {bad}; choose from {list(KINDS)}")
     result = run_bench(backend, enc, quick=args.quick, defaults=defaults, spacing=spacing, kinds=kinds, n=args.n,
-                       steps=args.steps, sheet=args.sheet, json_path=args.json, sample_prompt=args.sample_prompt)
+                       steps=args.steps, sheet=args.sheet, json_path=args.json, sample_prompt=args.sample_prompt,
+                       memory=args.memory, seed=args.seed)
     print(format_table(result))
     _print_written([Path(p) for p in (args.json, args.sheet) if p])
     return 0
@@ -416,6 +418,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     info = export(args.run, args.out)
     print(f"exported step {info['training']['steps']} of {args.run} to {args.out}")
     return 0
+
+
+def _memory_arg(p: argparse.ArgumentParser) -> None:
+    from .memory import STORAGE
+
+    p.add_argument("--memory", choices=list(STORAGE), default="int8",
+                   help="how the inversion's memory is kept: int8 (default, per-channel scales), fp16, or "
+                        "recompute (latents only; each step's K/V and features rerun during the edit: one more "
+                        "UNet pass per step, a few MiB)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -480,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--schedule", choices=("efficient", "reference"), default=None,
                     help="evaluation schedule: efficient (default) or the official code's (for cost comparisons)")
     ed.add_argument("--stats", action="store_true", help="print the edit's cost: passes, memory, time, peak RSS")
+    _memory_arg(ed)
     ed.add_argument("--seed", type=int, default=0)
     ed.add_argument("--out", required=True, help="output folder (result.png, sheet.png, stats.json)")
     ed.add_argument("--upscale", type=int, default=1)
@@ -502,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sheet", default=None, help="write a contact sheet PNG (input|ref|target|result|baselines)")
     be.add_argument("--sample-prompt", choices=("input", "target", "empty"), default="input",
                     help="prompt the edits sample under: the input scene's (default), the target's, or none")
+    _memory_arg(be)
+    be.add_argument("--seed", type=int, default=None, help="the edits' seed (regional noise; default: the model's)")
     be.set_defaults(func=cmd_bench)
 
     pf = sub.add_parser("perf", help="reference schedule vs efficient default: passes, memory, RSS, time (JSON)")

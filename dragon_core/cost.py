@@ -94,8 +94,9 @@ def partial_fraction(backend: Any, z: torch.Tensor, cond: Any, level: int) -> fl
 
 
 def forward_equivalents(stats: dict[str, Any], fraction: float) -> float:
-    return (stats.get("forward", 0) + stats.get("forward_grad", 0)
-            + fraction * (stats.get("forward_partial", 0) + stats.get("forward_grad_partial", 0))
+    return (stats.get("forward", 0) + stats.get("forward_grad", 0) + stats.get("forward_memory", 0)
+            + fraction * (stats.get("forward_partial", 0) + stats.get("forward_grad_partial", 0)
+                          + stats.get("forward_memory_partial", 0))
             + 2 * fraction * stats.get("backward", 0))
 
 

@@ -194,6 +194,9 @@ class EditSettings:
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     point_region: float = 0.0  # drag/points without a mask: the points' box grown by this fraction of the side
     reference_interior: bool = False  # appearance: the reference's mean feature over its mask eroded by one cell
+    # appearance: shift the start latent's per-channel mean inside the mask by this fraction of the way to
+    # the reference object's (its inverted latent under its mask); 0 = the reference method's start
+    appearance_start: float = 0.0
     seed: int = 0
     # "efficient" (default) or "reference": the official implementation's evaluation schedule
     # (for cost comparisons; see run_edit and README "Performance")
@@ -312,6 +315,7 @@ class Plan:
     energy: Callable[[list[torch.Tensor], int], tuple[torch.Tensor, torch.Tensor]]
     grid: tuple[int, int]  # the energy grid the features are compared on
     copy: "_Copy | None" = None  # the start-latent copy, for copy_start / copy_until
+    memories: tuple[FeatureMemory, ...] = ()  # every memory the edit reads (prepared per step if recomputed)
 
 
 class _Copy:
@@ -348,6 +352,12 @@ class _Features:
         return [f.to(dtype) for f in self._cache[step]]
 
 
+def _region_mean(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean of ``z`` (1, C, h, w) under ``mask`` (1, 1, h, w) -> (1, C, 1, 1)."""
+    m = mask.to(z.dtype)
+    return (z * m).sum(dim=(2, 3), keepdim=True) / m.sum().clamp_min(1.0)
+
+
 def on_grid(h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """A (1, C, h, w) feature map resized (nearest) to the energy grid -> (C, gh, gw)."""
     if h.ndim != 4 or h.shape[0] != 1:
@@ -360,7 +370,7 @@ def on_grid(h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 def _check_memory(memory: FeatureMemory, name: str) -> None:
     if memory.trajectory.z_0.shape[0] != 1:
         raise ValueError(f"{name}: edits need a memory of one image (batch 1), got batch {memory.trajectory.z_0.shape[0]}")
-    if not memory.features:
+    if not memory.features and not memory.policy.recompute:
         raise ValueError(f"{name}: the memory holds no decoder features; invert with feature levels recorded")
 
 
@@ -380,6 +390,12 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
 
     Runs outside inference mode (ComfyUI calls nodes inside it): the plan's tensors
     enter the guidance's autograd graph, which inference tensors cannot."""
+    plan = _plan(edit, memory, settings)
+    second = getattr(edit, "reference", None) or getattr(edit, "source", None)
+    return replace(plan, memories=(memory,) if second is None else (memory, second))
+
+
+def _plan(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan:
     _check_memory(memory, "memory")
     z_T = memory.trajectory.z_T
     lh, lw = z_T.shape[-2:]
@@ -457,7 +473,13 @@ def plan_edit(edit: Edit, memory: FeatureMemory, settings: EditSettings) -> Plan
                                         m_ref.to(dev), s_.w_edit, s_.w_content)
 
         attn = attention(region=edit.mask.float(), second=edit.reference, second_region=edit.reference_mask.float())
-        return Plan("appearance", z_T.clone(), attn, lat, lat, energy, grid)
+        start = z_T.clone()
+        if s_.appearance_start:
+            ref_lat = grid_mask(edit.reference_mask, lh, lw)[None, None]
+            r_T = edit.reference.trajectory.z_T
+            shift = _region_mean(r_T, ref_lat) - _region_mean(z_T, lat)
+            start = start + s_.appearance_start * shift * lat
+        return Plan("appearance", start, attn, lat, lat, energy, grid)
 
     if isinstance(edit, Paste):
         _check_memory(edit.source, "source")
@@ -560,7 +582,8 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
             return run(hooks)
         return cost.counted_pass(backend, z, top, run, hooks)
     stats: dict[str, Any] = {"schedule": settings.schedule, "forward": 0, "forward_partial": 0, "forward_grad": 0,
-                             "forward_grad_partial": 0, "backward": 0, "guided_steps": 0, "renoise": 0}
+                             "forward_grad_partial": 0, "backward": 0, "guided_steps": 0, "renoise": 0,
+                             "forward_memory": 0, "forward_memory_partial": 0}
     cost.reset_peak(dev)
     t0, c0 = time.time(), time.process_time()
 
@@ -635,8 +658,13 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
         free = F.max_pool2d(smask, 2 * cells + 1, stride=1, padding=cells)
         lock = (1 - free).clamp(0, 1)
     seconds = {"guided": 0.0, "plain": 0.0}
+    attn = plan.attention if isinstance(plan.attention, CrossBranchAttention) else None
     for s in range(n):
         ts0 = time.time()
+        for m in plan.memories:  # a recompute memory reruns the inversion's pass for this step
+            ran = m.prepare(s, backend, kv=attn is not None and attn.active(s), features=settings.guided(s, n))
+            if ran is not None:
+                stats["forward_memory" if ran == "full" else "forward_memory_partial"] += 1
         reps = settings.repeats(s, n)
         for r in range(reps):
             z_prev = step_once(s, z)
@@ -662,7 +690,9 @@ def run_edit(backend: Backend, memory: FeatureMemory, plan: Plan, cond: Any, unc
     fraction = cost.known_fraction(backend, z, top) or 1.0
     stats["partial_fraction"] = round(fraction, 4)
     stats["forward_equiv"] = round(cost.forward_equivalents(stats, fraction), 3)
-    stats["memory_bytes"] = memory.nbytes()["total"]
+    stats["memory_bytes"] = memory.nbytes()["total"]  # a recompute memory: with the step it holds
+    for m in plan.memories:
+        m.release()
     inv = memory.info
     if "forward" in inv:
         stats["inversion_forward"] = inv["forward"]

@@ -10,22 +10,35 @@ half the UNet evaluations.)
 
 K/V are stored as the self-attention's pre-projection input ``n = norm1(x)``
 (B, N, C): SD attention has no k/v bias, so projecting remembered ``n`` equals
-remembering K and V, at half the size. Everything is kept in ``dtype`` (fp16 by
-default) on ``device`` (the CPU, i.e. ComfyUI's offload device, by default), and
-only for the steps, layers and feature levels asked for. One memory serves any
+remembering K and V, at half the size. Everything is kept in ``dtype`` (int8 by
+default, see below) on ``device`` (the CPU, i.e. ComfyUI's offload device, by default), and
+only for the steps, layers and feature levels asked for. ``dtype=torch.int8`` (the
+default) keeps each tensor as int8 with one fp32 scale per channel (absmax / 127
+over the tokens or positions): half of fp16, about 0.5% relative RMS error, which
+changes edits far less than the seed does (README "Performance"); a float
+``dtype`` (e.g. ``torch.float16``) stores the tensors as they are. One memory serves any
 number of edits: nothing in it changes after recording.
+
+Low-memory mode (``MemoryPolicy(recompute=True)``): the memory keeps only the
+latent trajectory and the inversion's conditioning; the editing sampler calls
+:meth:`FeatureMemory.prepare` at each step, which reruns the inversion's forward
+for that step (same latent, timestep and conditioning, so the same tensors) and
+holds that one step's K/V inputs and features until the next step. It costs one
+no-grad UNet pass per step that reads the memory and keeps a few MiB instead of
+hundreds (README "Performance").
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import torch
 
 from . import ddim
-from .backend import AttnCall, Backend, FeatureCall, LayerKey, UNetHooks
+from .backend import AttnCall, Backend, FeatureCall, HookList, LayerKey, UNetHooks
+from .cost import StopAfter
 
 
 @dataclass(frozen=True)
@@ -35,10 +48,12 @@ class MemoryPolicy:
     steps: frozenset[int] | None = None
     kv_layers: frozenset[LayerKey] | None = None  # default: every decoder self-attention
     feature_levels: tuple[int, ...] = (1, 2)
-    dtype: torch.dtype = torch.float16
+    dtype: torch.dtype = torch.int8  # int8 (per-channel scales) or a float dtype such as torch.float16
     device: str | torch.device = "cpu"
 
     feature_steps: frozenset[int] | None = None  # default: the same steps as K/V
+    # keep only the latent trajectory; recompute a step's K/V and features when an edit needs them
+    recompute: bool = False
 
     def keeps_step(self, step: int) -> bool:
         return self.steps is None or step in self.steps
@@ -122,6 +137,34 @@ class FeatureMemory:
     policy: MemoryPolicy = field(default_factory=MemoryPolicy)
     model_id: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # int8 memories: the per-channel scale of each kv / features entry (same keys)
+    scales: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    cond: Any = None  # the inversion's conditioning, kept by a recompute memory
+    _loaded: int | None = field(default=None, init=False, repr=False)  # recompute: the step whose tensors are held
+
+    def prepare(self, step: int, backend: Backend, kv: bool, features: bool) -> str | None:
+        """Recompute memory: make ``step``'s K/V inputs (if ``kv``) and features (if
+        ``features``) available, dropping the previous step's. Returns the pass it ran:
+        "full", "partial" (features only: stopped after the last feature level) or None
+        (nothing to do; a stored memory has every step already)."""
+        if not self.policy.recompute or not (kv or features):
+            return None
+        if self._loaded == step and (self.kv or not kv) and (self.features or not features):
+            return None
+        self.release()
+        rec = MemoryRecorder(replace(self.policy, recompute=False), backend.decoder_self_attention_layers())
+        if not kv:  # features only: no K/V, and the pass can stop after the last feature level
+            rec.layers = frozenset()
+        hooks: UNetHooks = rec if kv else HookList(rec, StopAfter(max(self.policy.feature_levels)))
+        t = int(self.trajectory.timesteps[step])
+        with torch.no_grad():
+            backend.predict_eps(self.trajectory.latents[step + 1].to(backend.device), t, self.cond, step=step,
+                                branch="cond", hooks=hooks)
+        self.kv.update(rec.kv)
+        self.features.update(rec.features)
+        self.scales.update(rec.scales)
+        self._loaded = step
+        return "full" if kv else "partial"
 
     @property
     def steps(self) -> int:
@@ -133,23 +176,50 @@ class FeatureMemory:
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held: K/V inputs, features, trajectory, and their total."""
-        kv = sum(t.numel() * t.element_size() for t in self.kv.values())
-        feats = sum(t.numel() * t.element_size() for t in self.features.values())
+        def size(key: tuple, t: torch.Tensor) -> int:
+            sc = self.scales.get(key)
+            return t.numel() * t.element_size() + (0 if sc is None else sc.numel() * sc.element_size())
+
+        kv = sum(size(k, t) for k, t in self.kv.items())
+        feats = sum(size(k, t) for k, t in self.features.items())
         traj = self.trajectory.latents.numel() * self.trajectory.latents.element_size()
         return {"kv": kv, "features": feats, "trajectory": traj, "total": kv + feats + traj}
 
     def layers(self) -> list[LayerKey]:
+        """The K/V layers the memory holds (a recompute memory: those its policy names)."""
+        if self.policy.recompute:
+            return sorted(self.policy.kv_layers or self.info.get("kv_layers", ()))
         return sorted({k for _, k in self.kv})
 
+    def release(self) -> None:
+        """Recompute memory: drop the held step's tensors (a stored memory keeps everything)."""
+        if self.policy.recompute:
+            self.kv.clear()
+            self.features.clear()
+            self.scales.clear()
+            self._loaded = None
+
+    def _check_loaded(self, step: int) -> None:
+        if self.policy.recompute and self._loaded != step:
+            raise RuntimeError(f"recompute memory: step {step} was not prepared (prepare(step, backend) first)")
+
     def kv_input(self, step: int, layer: LayerKey, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        self._check_loaded(step)
         t = self.kv.get((step, layer))
-        return None if t is None else t.to(device=device, dtype=dtype, non_blocking=True)
+        if t is None:
+            return None
+        if t.dtype == torch.int8:
+            return dequantize(t, self.scales[(step, layer)], device, dtype)
+        return t.to(device=device, dtype=dtype, non_blocking=True)
 
     def feature(self, step: int, level: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        self._check_loaded(step)
         t = self.features.get((step, level))
         if t is None:
             raise KeyError(f"memory has no level-{level} features for step {step} (recorded steps: "
                            f"{sorted({s for s, _ in self.features})[:8]}...)")
+        if t.dtype == torch.int8:
+            return dequantize(t, self.scales[(step, level)], device, dtype)
         # a copy: the caller's autograd graph may save it, and the stored tensor may be an
         # inference tensor (a memory recorded under torch.inference_mode())
         return t.to(device=device, dtype=dtype, copy=True)
@@ -162,8 +232,9 @@ class FeatureMemory:
         items = [("kv", str(k), t) for (s, k), t in sorted(self.kv.items(), key=lambda i: (i[0][1], i[0][0]))]
         items += [("feature", f"level {lv}", t) for (s, lv), t in sorted(self.features.items(),
                                                                            key=lambda i: (i[0][1], i[0][0]))]
+        per_channel = 4 if any(t.dtype == torch.int8 for _, _, t in items) else 0  # int8: fp32 scales
         for kind, name, t in items:
-            b = t.numel() * t.element_size()
+            b = t.numel() * t.element_size() + per_channel * t.shape[-1 if kind == "kv" else 1]
             r = rows.setdefault((kind, name), {"kind": kind, "name": name, "shape": tuple(t.shape),
                                                "bytes_per_step": b, "steps": 0, "bytes": 0})
             r["steps"] += 1
@@ -182,6 +253,21 @@ class FeatureMemory:
                 f"trajectory {b['trajectory'] / mib:.2f})")
 
 
+# named ways to keep a memory (CLI --memory, the Inversion node's storage) -> MemoryPolicy fields
+STORAGE: dict[str, dict[str, Any]] = {
+    "int8": {"dtype": torch.int8},
+    "fp16": {"dtype": torch.float16},
+    "recompute": {"dtype": torch.float16, "recompute": True},  # one step held at a time: no need to quantise
+}
+
+
+def default_policy(backend: Backend, **kw: Any) -> MemoryPolicy:
+    """The layers and feature levels chosen by the structural rules above; ``kw`` sets
+    the other fields (e.g. ``recompute=True``, ``device``)."""
+    return MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
+                        feature_levels=default_feature_levels(backend.decoder_levels()), **kw)
+
+
 class MemoryRecorder(UNetHooks):
     """Hooks that copy K/V inputs and decoder features into a memory during inversion."""
 
@@ -190,18 +276,38 @@ class MemoryRecorder(UNetHooks):
         self.layers = frozenset(policy.kv_layers if policy.kv_layers is not None else layers)
         self.kv: dict[tuple[int, LayerKey], torch.Tensor] = {}
         self.features: dict[tuple[int, int], torch.Tensor] = {}
+        self.scales: dict[tuple, torch.Tensor] = {}
 
-    def _store(self, t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to(device=self.policy.device, dtype=self.policy.dtype).clone()
+    def _store(self, key: tuple, t: torch.Tensor, over: tuple[int, ...]) -> torch.Tensor:
+        t = t.detach()
+        if self.policy.dtype == torch.int8:
+            q, scale = quantize(t, over)
+            self.scales[key] = scale.to(self.policy.device)
+            return q.to(self.policy.device)
+        return t.to(device=self.policy.device, dtype=self.policy.dtype).clone()
 
     def self_attention(self, call: AttnCall, n: torch.Tensor) -> None:
         if call.layer in self.layers and self.policy.keeps_step(call.step):
-            self.kv[(call.step, call.layer)] = self._store(n)
+            key = (call.step, call.layer)
+            self.kv[key] = self._store(key, n, (1,))  # (B, N, C): one scale per channel, over the tokens
         return None
 
     def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
         if call.level in self.policy.feature_levels and self.policy.keeps_feature_step(call.step):
-            self.features[(call.step, call.level)] = self._store(h)
+            key = (call.step, call.level)
+            self.features[key] = self._store(key, h, (2, 3))  # (B, C, H, W): per channel, over positions
+
+
+def quantize(t: torch.Tensor, over: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one fp32 scale per slice: ``scale = absmax / 127`` over the dims ``over``."""
+    scale = t.float().abs().amax(dim=over, keepdim=True).clamp_min(1e-12) / 127.0
+    q = torch.round(t.float() / scale).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse of :func:`quantize` (a new tensor, never an inference tensor)."""
+    return (q.to(device=device, dtype=torch.float32) * scale.to(device)).to(dtype)
 
 
 def invert_with_memory(
@@ -214,15 +320,18 @@ def invert_with_memory(
     model_id: str = "",
     callback: ddim.StepCallback | None = None,
 ) -> FeatureMemory:
-    """DDIM-invert ``z_0`` (no CFG) and record the memory in the same passes."""
+    """DDIM-invert ``z_0`` (no CFG) and record the memory in the same passes
+    (``policy`` default: :func:`default_policy`)."""
     if policy is None:
-        policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
-                              feature_levels=default_feature_levels(backend.decoder_levels()))
-    rec = MemoryRecorder(policy, backend.decoder_self_attention_layers())
+        policy = default_policy(backend)
+    rec = None if policy.recompute else MemoryRecorder(policy, backend.decoder_self_attention_layers())
     t0, c0 = time.time(), time.process_time()
     traj = ddim.invert(backend, z_0, cond, steps=steps, spacing=spacing, hooks=rec, callback=callback)
     # cost: one no-grad UNet pass per step and image (recording needs no extra pass)
-    return FeatureMemory(traj, rec.kv, rec.features, policy, model_id,
-                         {"spacing": spacing, "cond_batch": int(z_0.shape[0]),
-                          "forward": steps * int(z_0.shape[0]), "seconds": round(time.time() - t0, 3),
-                          "cpu_seconds": round(time.process_time() - c0, 3)})
+    info = {"spacing": spacing, "cond_batch": int(z_0.shape[0]), "forward": steps * int(z_0.shape[0]),
+            "seconds": round(time.time() - t0, 3), "cpu_seconds": round(time.process_time() - c0, 3)}
+    if policy.recompute:
+        layers = policy.kv_layers if policy.kv_layers is not None else backend.decoder_self_attention_layers()
+        info["kv_layers"] = tuple(sorted(layers))
+        return FeatureMemory(traj, {}, {}, policy, model_id, info, cond=cond)
+    return FeatureMemory(traj, rec.kv, rec.features, policy, model_id, info, scales=rec.scales)

@@ -31,7 +31,7 @@ import torch
 
 from . import cost
 from .editing import Drag, Move, default_settings, edit_image, with_overrides
-from .memory import invert_with_memory
+from .memory import default_policy, invert_with_memory
 
 KEYS = ("forward_equiv", "memory_bytes", "peak_rss_bytes", "seconds")
 
@@ -58,6 +58,15 @@ def _one_backward(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, set
     return {"stats": one.stats, "ratio_to_reference": {k: round(one.stats[k] / ref.stats[k], 3) for k in
                                                        ("forward_equiv", "seconds", "cpu_seconds") if ref.stats.get(k)},
             "latent": one.latent}
+
+
+def _low_memory(backend: Any, lean: Any, edit: Any, cond: Any, uncond: Any, settings: Any, eff: Any) -> dict:
+    """The efficient schedule on a recompute memory (latents only) against the default memory."""
+    res = edit_image(backend, lean, edit, cond, uncond, settings)
+    return {"stats": res.stats, "max_latent_diff_to_default": float((res.latent - eff.latent).abs().max()),
+            "ratio_to_default": {k: round(res.stats[k] / eff.stats[k], 3) for k in
+                                 ("forward_equiv", "memory_bytes", "peak_rss_bytes", "seconds", "cpu_seconds")
+                                 if eff.stats.get(k)}}
 
 
 def reference_memory_bytes(mem: Any) -> int:
@@ -109,7 +118,12 @@ def run_shapes(kinds: tuple[str, ...], n: int, steps: int, paper_schedule: bool,
             diff = float(np.abs(_to_img(ref.latent) - _to_img(eff.latent)).max())
             one = _one_backward(backend, mem, edit, cond, uncond, settings, ref)
             one["max_pixel_diff_to_reference"] = float(np.abs(_to_img(ref.latent) - _to_img(one.pop("latent"))).max())
-            row = _row(label, kind, ref, eff, {"case": k, "max_pixel_diff": diff, "one_backward": one})
+            extra = {"case": k, "max_pixel_diff": diff, "one_backward": one}
+            if paper_schedule:  # the low-memory option's cost on a full 50-step schedule
+                lean = invert_with_memory(backend, mem.trajectory.z_0, cond, steps=steps, spacing=spacing,
+                                          policy=default_policy(backend, recompute=True))
+                extra["low_memory"] = _low_memory(backend, lean, edit, cond, uncond, settings, eff)
+            row = _row(label, kind, ref, eff, extra)
             rows.append(row)
             log(row)
     backend.close()
@@ -165,12 +179,16 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
         cost.reset_peak()
         mem = invert_with_memory(backend, z0, cond, steps=steps, spacing="leading", model_id="sd15-random")
         inv_peak = cost.peak_rss_bytes()
+        lean = invert_with_memory(backend, z0, cond, steps=steps, spacing="leading", model_id="sd15-random",
+                                  policy=default_policy(backend, recompute=True))
         for kind in kinds:
-            ref, eff = _pair(backend, mem, sd_edit(kind, lat), cond, uncond, sd_settings(kind, steps, guided))
+            settings = sd_settings(kind, steps, guided)
+            ref, eff = _pair(backend, mem, sd_edit(kind, lat), cond, uncond, settings)
             diff = float((ref.latent - eff.latent).abs().max())
+            low = _low_memory(backend, lean, sd_edit(kind, lat), cond, uncond, settings, eff)
             row = _row(f"sd15-random {lat * 8}x{lat * 8} {steps} steps, {guided} guided", kind, ref, eff,
                        {"max_latent_diff": diff, "inversion_peak_rss_bytes": inv_peak,
-                        "build_seconds": round(build_s, 1)})
+                        "build_seconds": round(build_s, 1), "low_memory": low})
             rows.append(row)
             log(row)
         if lat == 64:
@@ -238,27 +256,34 @@ def run_savings_report(out: str | Path, kinds: tuple[str, ...], lat: int, steps:
 
 
 def extrapolate_memory(mem: Any, steps: int) -> dict[str, Any]:
-    """Memory of a ``steps``-step inversion at this latent size, from the per-step bytes measured.
+    """Memory of a ``steps``-step inversion at this latent size, from the per-step sizes measured.
 
-    ``default_all_steps``: the default policy (every step, every decoder self-attention,
-    fp16 pre-projection inputs, features of levels 1 and 2); ``used_steps``: K/V only
-    from step 5 (attention start for move/drag) and features only on the 20 guided
-    steps of the paper's 50-step schedule; ``reference_impl``: projected K and V."""
+    ``default_all_steps``: the default policy as recorded (every step, every decoder
+    self-attention's pre-projection input and the two feature levels; int8 with
+    per-channel scales); ``fp16_all_steps``: the same in fp16; ``used_steps``: the
+    default with K/V only from step 5 (attention start for move/drag) and features only
+    on the 20 guided steps of the paper's 50-step schedule; ``recompute``: the latents
+    plus the one step a recompute memory holds (fp16); ``reference_impl``: projected K
+    and V in fp16 and the latents."""
     n = mem.steps
     b = mem.nbytes()
     kv_step, feat_step = b["kv"] / n, b["features"] / n
+    kv_numel = sum(t.numel() for t in mem.kv.values()) / n
+    feat_numel = sum(t.numel() for t in mem.features.values()) / n
     lat_bytes = mem.trajectory.latents[0].numel() * mem.trajectory.latents.element_size()
     traj = lat_bytes * (steps + 1)
     guided = sum(1 for s in range(steps) if s < 30 and (s < 10 or s % 2 == 0))
     gib = 2**30
     out = {
-        "steps": steps,
+        "steps": steps, "dtype": str(mem.policy.dtype),
         "kv_bytes_per_step": kv_step, "feature_bytes_per_step": feat_step,
         "default_all_steps": kv_step * steps + feat_step * steps + traj,
+        "fp16_all_steps": 2 * (kv_numel + feat_numel) * steps + traj,
         "used_steps": kv_step * (steps - 5) + feat_step * guided + traj,
-        "reference_impl": 2 * kv_step * steps + lat_bytes // 2 * (steps + 1),
+        "recompute": traj + 2 * (kv_numel + feat_numel),
+        "reference_impl": 2 * 2 * kv_numel * steps + lat_bytes // 2 * (steps + 1),
     }
-    out.update({k + "_gib": round(v / gib, 3) for k, v in list(out.items()) if k not in ("steps",)
+    out.update({k + "_gib": round(v / gib, 3) for k, v in list(out.items()) if k not in ("steps", "dtype")
                 and not k.endswith("per_step")})
     return out
 
@@ -292,6 +317,14 @@ def run_perf(out: str | Path, kinds: tuple[str, ...] = ("move", "drag"), shapes_
 
     def log(row: dict[str, Any]) -> None:
         print(format_row(row), flush=True)
+        low = row.get("low_memory")
+        if low:
+            st, q = low["stats"], low["ratio_to_default"]
+            print(f"|  | {row['kind']}, low-memory (recompute) vs efficient default | {st['forward_equiv']:.1f} "
+                  f"({q['forward_equiv']:.2f}x) | {st['memory_bytes'] / 2**20:.1f} MiB | "
+                  f"{st['peak_rss_bytes'] / 2**20:.0f} ({q['peak_rss_bytes']:.2f}x) | {st['seconds']:.1f} "
+                  f"({q['seconds']:.2f}x) | {st['cpu_seconds']:.1f} ({q['cpu_seconds']:.2f}x) | "
+                  f"{low['max_latent_diff_to_default']:.2g} |", flush=True)
 
     rows = run_shapes(kinds, shapes_n, shapes_steps, False, log)
     if paper_steps:
@@ -309,8 +342,9 @@ def run_perf(out: str | Path, kinds: tuple[str, ...] = ("move", "drag"), shapes_
               "seconds": round(time.time() - t0, 1), "rows": rows, "mean_ratios": summary, **extra}
     if "sd15_512_50_steps_memory" in extra:
         m = extra["sd15_512_50_steps_memory"]
-        print(f"\nSD1.5 512x512, 50 steps, memory (extrapolated from the measured per-step bytes): default "
-              f"{m['default_all_steps_gib']} GiB, used steps only {m['used_steps_gib']} GiB, reference implementation "
+        print(f"\nSD1.5 512x512, 50 steps, memory (extrapolated from the measured per-step sizes): default "
+              f"({m['dtype']}) {m['default_all_steps_gib']} GiB, fp16 {m['fp16_all_steps_gib']} GiB, used steps only "
+              f"{m['used_steps_gib']} GiB, recompute {m['recompute_gib']} GiB, reference implementation "
               f"{m['reference_impl_gib']} GiB")
     print(f"\n{threads} torch thread(s); {result['seconds']}s in all")
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import math
 import torch
 from comfy_api.latest import io
 
-from dragon_core.memory import (MAX_KV_LAYERS_PER_BLOCK, MemoryPolicy, default_feature_levels, default_kv_layers,
+from dragon_core.memory import (MAX_KV_LAYERS_PER_BLOCK, STORAGE, MemoryPolicy, default_feature_levels, default_kv_layers,
                                 invert_with_memory)
 
 from .comfy_backend import ComfyBackend
@@ -65,6 +65,12 @@ class Inversion(io.ComfyNode):
                              tooltip="Self-attention layers remembered per decoder block (spread from first to "
                                      "last); 0 = all. SD1.x/2.x have one per block (all are kept); SDXL's 10-deep "
                                      "blocks make a full memory 1.8x larger (README: SDXL memory)."),
+                io.Combo.Input("storage", options=list(STORAGE), default="int8", optional=True,
+                               tooltip="How the memory is kept. int8: per-channel int8, half of fp16 (changes "
+                                       "edits far less than the seed does; README: Performance). fp16. "
+                                       "recompute: keep only the latents and rerun each step's inversion pass "
+                                       "during the edit (one more UNet pass per step, a few MiB instead of "
+                                       "hundreds; not usable by the Cross-Branch Attention patch)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="inverted",
@@ -76,10 +82,13 @@ class Inversion(io.ComfyNode):
 
     @classmethod
     @named_errors(NODE)
-    def execute(cls, model, latent, positive, steps, attention_per_block=MAX_KV_LAYERS_PER_BLOCK) -> io.NodeOutput:
+    def execute(cls, model, latent, positive, steps, attention_per_block=MAX_KV_LAYERS_PER_BLOCK,
+                storage="int8") -> io.NodeOutput:
         import comfy.model_management as mm
 
         check_sd_unet(model, NODE)
+        if storage not in STORAGE:
+            raise InputError(f"storage: {storage!r} is not one of {', '.join(STORAGE)}")
         z = latent_samples(latent, "latent")
         channels = model.model.latent_format.latent_channels
         if z.shape[1] != channels:
@@ -95,7 +104,7 @@ class Inversion(io.ComfyNode):
                 per_block = int(attention_per_block) or None  # 0: every decoder self-attention
                 policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers(), per_block),
                                       feature_levels=default_feature_levels(backend.decoder_levels()),
-                                      device=mm.unet_offload_device())
+                                      device=mm.unet_offload_device(), **STORAGE[storage])
                 memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
                                             policy=policy, model_id=model_identity(model),
                                             callback=_progress(steps))

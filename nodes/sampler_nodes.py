@@ -243,6 +243,9 @@ class CrossBranchAttentionPatch(io.ComfyNode):
         node = ATTENTION_PATCH
         check_sd_unet(model, node)
         memory = check_memory_for(model, memory, "memory", node)
+        if memory.policy.recompute:
+            raise InputError(f"memory: it keeps only the latents (Inversion storage 'recompute'); this patch reads "
+                             f"stored keys/values: invert with storage int8 or fp16")
         patched = model.clone()
         patch = _MemoryAttentionPatch(memory, mode, start_step, None if end_step < 0 else end_step,
                                       model.get_model_object("model_sampling"))

@@ -96,9 +96,9 @@ def vae_encode(w: Workflow, pos, image: Node, slot: int, vae: Node, vae_slot: in
 
 
 def inversion(w: Workflow, pos, model: Node, latent: Node, positive: Node, pos_slot: int, steps: int = 50,
-              attention_per_block: int = 2) -> Node:
+              attention_per_block: int = 2, storage: str = "int8") -> Node:
     # attention_per_block: dragon_core.memory.MAX_KV_LAYERS_PER_BLOCK (all layers of SD1.x/2.x, a subset of SDXL's)
-    n = w.add("DragonDiff_Inversion", pos, [steps, attention_per_block],
+    n = w.add("DragonDiff_Inversion", pos, [steps, attention_per_block, storage],
               [("model", "MODEL"), ("latent", "LATENT"), ("positive", "CONDITIONING")],
               [("inverted", "LATENT"), ("memory", "DRAGON_MEMORY")])
     w.link(model, 0, n, "model")

@@ -57,13 +57,16 @@ def test_memory_is_recorded_in_the_inversion_pass(random_backend, memory):
     assert memory.layers() == layers
     assert set(memory.kv) == {(s, k) for s in range(STEPS) for k in layers}
     assert set(memory.features) == {(s, lvl) for s in range(STEPS) for lvl in (1, 2)}
-    assert all(t.dtype == torch.float16 and t.device.type == "cpu" for t in memory.kv.values())
+    assert all(t.dtype == torch.int8 and t.device.type == "cpu" for t in memory.kv.values())
+    assert set(memory.scales) == set(memory.kv) | set(memory.features)
     b = memory.nbytes()
-    assert b["kv"] == sum(t.numel() * 2 for t in memory.kv.values())
     assert b["total"] == b["kv"] + b["features"] + b["trajectory"]
-    # per step: K/V inputs 2x64x64 + 2x256x64 values, features 64x16x16 + 64x32x32, fp16
-    assert b["kv"] == STEPS * 2 * (2 * 64 * 64 + 2 * 256 * 64)
-    assert b["features"] == STEPS * 2 * (64 * 16 * 16 + 64 * 32 * 32)
+    # per step: K/V inputs 2x64x64 + 2x256x64 int8 values plus a 4-byte scale per channel (64) and
+    # layer; features 64x16x16 + 64x32x32 int8 plus 64 scales per level
+    assert b["kv"] == STEPS * (2 * 64 * 64 + 2 * 256 * 64 + 4 * 64 * 4)
+    assert b["features"] == STEPS * (64 * 16 * 16 + 64 * 32 * 32 + 2 * 64 * 4)
+    report = {r["name"]: r for r in memory.layer_report()}
+    assert sum(r["bytes"] for r in report.values()) == b["kv"] + b["features"]
     assert "MiB" in memory.describe()
 
 
@@ -76,6 +79,38 @@ def test_memory_keeps_only_what_the_policy_asks(random_backend):
     assert set(mem.kv) == {(0, layers[0]), (2, layers[0])}
     assert set(mem.features) == {(0, 1), (2, 1)}
     assert mem.kv[(0, layers[0])].dtype == torch.float32
+
+
+def test_int8_memory_is_half_of_fp16_and_close_to_it(random_backend, memory):
+    """Per-channel int8: every value within half a quantisation step of the fp16 memory's, half
+    its bytes (plus the scales), and the same edit to within a small fraction of what the edit changes."""
+    from dragon_core.memory import dequantize, quantize
+
+    cond, uncond = _ctx()
+    fp16 = invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform",
+                              policy=MemoryPolicy(dtype=torch.float16))
+    assert fp16.nbytes()["kv"] == 2 * sum(t.numel() for t in memory.kv.values())
+    assert memory.nbytes()["kv"] < 0.52 * fp16.nbytes()["kv"]
+    for key, t in fp16.kv.items():
+        got = memory.kv_input(key[0], key[1], torch.device("cpu"), torch.float32)
+        step = t.float().abs().amax(dim=1, keepdim=True) / 127
+        assert ((got - t.float()).abs() <= step * 0.5 + 2e-3 * t.float().abs()).all()
+    for (s, lvl), t in fp16.features.items():
+        got = memory.feature(s, lvl, torch.device("cpu"), torch.float32)
+        step = t.float().abs().amax(dim=(2, 3), keepdim=True) / 127
+        assert ((got - t.float()).abs() <= step * 0.5 + 2e-3 * t.float().abs()).all()
+    x = torch.randn(1, 10, 4) * torch.tensor([1.0, 100.0, 0.01, 0.0])  # channels of very different ranges
+    q, scale = quantize(x, (1,))
+    assert q.dtype == torch.int8 and scale.shape == (1, 1, 4)
+    back = dequantize(q, scale, "cpu", torch.float32)
+    assert ((back - x).abs() <= x.abs().amax(dim=1, keepdim=True) / 254 + 1e-12).all()
+    edit = Move(_mask(), 6, 4)
+    settings = default_settings("move", cfg=2.0, attention_start=1)
+    a = edit_image(random_backend, fp16, edit, cond, uncond, settings).latent
+    b = edit_image(random_backend, memory, edit, cond, uncond, settings).latent
+    plain = edit_image(random_backend, fp16, edit, cond, uncond,
+                       default_settings("move", cfg=2.0, energy_scale=0.0, attention=False)).latent
+    assert (a - b).abs().mean() < 0.05 * (a - plain).abs().mean()
 
 
 def test_replace_attention_with_own_memory_changes_nothing(random_backend, memory):
@@ -160,6 +195,43 @@ def test_every_edit_runs_deterministically_without_touching_its_inputs(random_ba
     c = edit_image(random_backend, memory, edit, cond, uncond, default_settings(kind, cfg=2.0, seed=1,
                    flexibility=0.3, flexibility_window=(0.0, 1.0)))
     assert not torch.equal(a.latent, c.latent)  # the seed drives the regional noise
+
+
+@pytest.mark.parametrize("kind", ["move", "drag", "appearance", "paste"])
+def test_recompute_memory_gives_the_same_edit_for_a_few_mib(random_backend, memory, kind):
+    """The low-memory mode keeps the latents only and reruns each step's inversion pass:
+    the same K/V and features, so the same edited latent, for one extra pass per step."""
+    cond, uncond = _ctx()
+    mask = _mask()
+    lean = invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform",
+                              policy=MemoryPolicy(recompute=True))
+    assert not lean.kv and not lean.features and lean.layers() == memory.layers()
+    assert lean.nbytes()["total"] == lean.nbytes()["trajectory"] < memory.nbytes()["total"] / 5
+    assert torch.equal(lean.trajectory.latents, memory.trajectory.latents)
+    other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
+    other_lean = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform",
+                                    policy=MemoryPolicy(recompute=True))
+    edits = {
+        "move": lambda m, o: Move(mask, 6, 4),
+        "drag": lambda m, o: Drag(torch.tensor([[10.0, 10.0]]), torch.tensor([[20.0, 14.0]]), (32, 32), mask),
+        "appearance": lambda m, o: Appearance(mask, o, mask),
+        "paste": lambda m, o: Paste(o, mask, 8, 8),
+    }
+    settings = default_settings(kind, cfg=2.0, attention_start=1)
+    full = edit_image(random_backend, memory, edits[kind](memory, other), cond, uncond, settings)
+    low = edit_image(random_backend, lean, edits[kind](lean, other_lean), cond, uncond, settings)
+    assert (full.latent - low.latent).abs().max().item() < 1e-5
+    assert full.stats["forward_memory"] == full.stats["forward_memory_partial"] == 0
+    n_mem = 2 if kind in ("appearance", "paste") else 1
+    attn_steps = [s for s in range(STEPS) if s >= settings.attention_start
+                  and (settings.attention_end is None or s <= settings.attention_end)]
+    feat_only = [s for s in range(STEPS) if settings.guided(s, STEPS) and s not in attn_steps]
+    assert low.stats["forward_memory"] == n_mem * len(attn_steps)
+    assert low.stats["forward_memory_partial"] == n_mem * len(feat_only)
+    assert low.stats["forward_equiv"] > full.stats["forward_equiv"]
+    assert len(lean.kv) <= len(memory.layers())  # one step held at a time
+    with pytest.raises(RuntimeError, match="not prepared"):
+        lean.kv_input(STEPS + 3, memory.layers()[0], torch.device("cpu"), torch.float32)
 
 
 def test_guided_steps_follow_the_reference_schedule():
@@ -264,3 +336,27 @@ def test_reference_interior_matches_the_reference_without_its_boundary(random_ba
     thin = torch.zeros(32, 32)
     thin[10, 4:20] = 1  # one row: nothing survives erosion
     assert edit_energy(thin, True) == edit_energy(thin, False)
+
+
+def test_appearance_start_moves_the_region_mean_to_the_references(memory, random_backend):
+    """appearance_start: inside the mask the start latent's per-channel mean moves that fraction of the
+    way to the reference object's (its inverted latent under its mask); outside it is z_T unchanged."""
+    cond, _ = _ctx()
+    other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
+    ref_mask = torch.zeros(32, 32)
+    ref_mask[16:28, 4:12] = 1
+    z_T, r_T = memory.trajectory.z_T, other.trajectory.z_T
+    lat = _mask().bool()  # pixel-space model: latent grid = image grid
+    rlat = ref_mask.bool()
+
+    def region_mean(z, m):
+        return z[0][:, m].mean(dim=1)
+
+    for frac in (0.0, 0.5, 1.0):
+        plan = plan_edit(Appearance(_mask(), other, ref_mask), memory,
+                         default_settings("appearance", appearance_start=frac))
+        start = plan.start_latent
+        assert torch.equal(start[0][:, ~lat], z_T[0][:, ~lat])
+        want = region_mean(z_T, lat) + frac * (region_mean(r_T, rlat) - region_mean(z_T, lat))
+        assert torch.allclose(region_mean(start, lat), want, atol=1e-5)
+    assert not torch.equal(plan.start_latent, z_T)

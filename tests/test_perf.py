@@ -129,3 +129,17 @@ def test_partial_grad_pass_and_batched_cfg_give_the_same_edit(random_backend, me
     g = full.stats["guided_steps"]
     assert part.stats["forward_grad_partial"] == g and part.stats["forward"] == full.stats["forward"] + g
     assert part.stats["forward_equiv"] > full.stats["forward_equiv"]
+
+
+def test_memory_extrapolation_counts_int8_fp16_recompute_and_the_reference(memory):
+    from dragon_core.perf import extrapolate_memory
+
+    m = extrapolate_memory(memory, 50)
+    kv_numel = sum(t.numel() for t in memory.kv.values()) / STEPS
+    feat_numel = sum(t.numel() for t in memory.features.values()) / STEPS
+    traj = memory.trajectory.latents[0].numel() * 4 * 51
+    assert m["fp16_all_steps"] == pytest.approx(2 * (kv_numel + feat_numel) * 50 + traj)
+    assert m["default_all_steps"] < 0.55 * m["fp16_all_steps"]  # int8 plus per-channel scales
+    assert m["reference_impl"] == pytest.approx(4 * kv_numel * 50 + traj / 2)  # K and V, fp16; fp16 latents
+    assert m["recompute"] == pytest.approx(traj + 2 * (kv_numel + feat_numel))
+    assert m["used_steps"] < m["default_all_steps"]

@@ -333,6 +333,8 @@ CASES = [
          {"lat2": {"class_type": "RepeatLatentBatch", "inputs": {"samples": ["inv", 0], "amount": 2}}}
          | _ksampler(["lat2", 0]),
          runs="both pictures of the batch read the memory"),
+    Case("attention-recompute-memory", "the Cross-Branch Attention patch given a memory kept as 'recompute'",
+         _ksampler(["inv", 0]), change=_set("inv", storage="recompute")),
     # -- images, latents, models, prompts
     Case("image-not-multiple-of-8", "a 30x30 image on the pixel-space demo model",
          {"small": {"class_type": "ImageScale", "inputs": {"image": ["scene", 0], "upscale_method": "nearest-exact",

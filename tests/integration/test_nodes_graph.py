@@ -69,6 +69,16 @@ def _save(src: str, prefix: str) -> dict:
             "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": prefix}}}
 
 
+def _move_graph(env, case, name: str) -> tuple[dict, tuple[int, int]]:
+    """The base graph plus the case's mask and a Move edit node ('edit'); and the (dx, dy) used."""
+    image, mask = _write_inputs(env, case, name)
+    dx, dy = int(round(case.dx)), int(round(case.dy))
+    g = _base_graph(image, case.scene.prompt())
+    g["mask"] = {"class_type": "LoadImageMask", "inputs": {"image": mask, "channel": "red"}}
+    g["edit"] = {"class_type": "DragonDiff_MoveEdit", "inputs": {"mask": ["mask", 0], "dx": dx, "dy": dy, "scale": 1.0}}
+    return g, (dx, dy)
+
+
 @pytest.fixture(scope="module")
 def move_case():
     from dragon_core import shapes_world as sw
@@ -84,11 +94,7 @@ def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
     from dragon_core.shapes_model import load_config
 
     case = move_case
-    image, mask = _write_inputs(comfy_env, case, "move")
-    dx, dy = int(round(case.dx)), int(round(case.dy))
-    g = _base_graph(image, case.scene.prompt())
-    g["mask"] = {"class_type": "LoadImageMask", "inputs": {"image": mask, "channel": "red"}}
-    g["edit"] = {"class_type": "DragonDiff_MoveEdit", "inputs": {"mask": ["mask", 0], "dx": dx, "dy": dy, "scale": 1.0}}
+    g, (dx, dy) = _move_graph(comfy_env, case, "move")
     g["edit_out"] = _sampler("edit")
     g.update(_save("edit_out", "move"))
     got = _saved(comfy_env, comfy_env.run(g), "save")
@@ -106,6 +112,32 @@ def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
     assert diff.max() <= 3 / 255 and diff.mean() < 0.5 / 255, (diff.max(), diff.mean())
     # and the edit did something: the result is not the input
     assert np.abs(got - case.scene.render()).max() > 0.2
+
+
+def test_memory_storage_options_give_the_same_edit(comfy_env, move_case):
+    """The Inversion node's storage: recompute (latents only, each step rerun during the edit)
+    gives fp16's picture; int8 differs from it by far less than the edit changes; the
+    attention patch refuses a memory without stored keys/values, naming the input."""
+    case = move_case
+    g, _ = _move_graph(comfy_env, case, "storage")
+    got = {}
+    for storage in ("fp16", "recompute", "int8"):
+        g["inv"]["inputs"]["storage"] = storage
+        g["edit_out"] = _sampler("edit")
+        g.update(_save("edit_out", f"storage_{storage}"))
+        got[storage] = _saved(comfy_env, comfy_env.run(g), "save")
+    assert np.abs(got["recompute"] - got["fp16"]).max() <= 1 / 255
+    change = np.abs(got["fp16"] - case.scene.render()).mean()
+    assert np.abs(got["int8"] - got["fp16"]).mean() < 0.05 * change, (np.abs(got["int8"] - got["fp16"]).mean(), change)
+    g["inv"]["inputs"]["storage"] = "recompute"
+    g["patched"] = {"class_type": "DragonDiff_CrossBranchAttention",
+                    "inputs": {"model": ["model", 0], "memory": ["inv", 1], "mode": "replace", "start_step": 0,
+                               "end_step": -1}}
+    g["ks"] = _ksampler_advanced("patched", "inv")
+    g.update(_save("ks", "storage_patch"))
+    with pytest.raises(RuntimeError) as e:
+        comfy_env.run(g)
+    assert "memory" in str(e.value) and "storage" in str(e.value)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
