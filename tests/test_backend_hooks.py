@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from dragon_core.backend import AttnCall, Backend, FeatureCall, HookList, LayerKey, StopForward, UNetHooks
-from dragon_core.shapes_model import ShapesTextEncoder
+from shapes_prompts import prompt_pair
 
 pytest.importorskip("diffusers")
 
 
 def _ctx():
-    torch.manual_seed(0)
-    return ShapesTextEncoder().eval().encode("flat, green square")
+    return prompt_pair("flat, green square")[0]
 
 
 def _z(seed: int, requires_grad: bool = False) -> torch.Tensor:

@@ -13,7 +13,8 @@ from dragon_core.schedule import (
     final_alpha,
     scaled_linear_alphas_cumprod,
 )
-from dragon_core.shapes_model import SCHEDULE, ShapesTextEncoder
+from dragon_core.shapes_model import SCHEDULE
+from shapes_prompts import prompt_pair
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -61,9 +62,7 @@ def test_unknown_spacing_is_refused():
 
 
 def _ctx():
-    torch.manual_seed(0)
-    enc = ShapesTextEncoder().eval()
-    return enc.encode("gradient, red disc"), enc.encode("")
+    return prompt_pair("gradient, red disc")
 
 
 def test_cfg_sampling_matches_diffusers_ddim(random_backend):

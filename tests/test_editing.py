@@ -19,17 +19,12 @@ from dragon_core.editing import (
 )
 from dragon_core.memory import MemoryPolicy, invert_with_memory
 from dragon_core.regions import RegionError
-from dragon_core.shapes_model import ShapesTextEncoder
+
+from shapes_prompts import prompt_pair
 
 pytest.importorskip("diffusers")
 
 STEPS = 6
-
-
-def _ctx():
-    torch.manual_seed(0)
-    enc = ShapesTextEncoder().eval()
-    return enc.encode("flat, red square"), enc.encode("")
 
 
 def _image(seed=0):
@@ -45,12 +40,12 @@ def _mask():
 
 @pytest.fixture()
 def memory(random_backend):
-    cond, _ = _ctx()
+    cond, _ = prompt_pair()
     return invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform")
 
 
 def test_memory_is_recorded_in_the_inversion_pass(random_backend, memory):
-    cond, _ = _ctx()
+    cond, _ = prompt_pair()
     plain = ddim.invert(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform")
     assert torch.equal(plain.latents, memory.trajectory.latents)
     layers = random_backend.decoder_self_attention_layers()
@@ -71,7 +66,7 @@ def test_memory_is_recorded_in_the_inversion_pass(random_backend, memory):
 
 
 def test_memory_keeps_only_what_the_policy_asks(random_backend):
-    cond, _ = _ctx()
+    cond, _ = prompt_pair()
     layers = random_backend.decoder_self_attention_layers()[:1]
     mem = invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform",
                              policy=MemoryPolicy(steps=frozenset({0, 2}), kv_layers=frozenset(layers),
@@ -86,7 +81,7 @@ def test_int8_memory_is_half_of_fp16_and_close_to_it(random_backend, memory):
     its bytes (plus the scales), and the same edit to within a small fraction of what the edit changes."""
     from dragon_core.memory import dequantize, quantize
 
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     fp16 = invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform",
                               policy=MemoryPolicy(dtype=torch.float16))
     assert fp16.nbytes()["kv"] == 2 * sum(t.numel() for t in memory.kv.values())
@@ -115,7 +110,7 @@ def test_int8_memory_is_half_of_fp16_and_close_to_it(random_backend, memory):
 
 def test_replace_attention_with_own_memory_changes_nothing(random_backend, memory):
     """At the inversion's own latent and step, reading K/V from the memory equals self-attention."""
-    cond, _ = _ctx()
+    cond, _ = prompt_pair()
     s = 3
     z = memory.trajectory.latents[s + 1]
     t = int(memory.trajectory.timesteps[s])
@@ -166,7 +161,7 @@ def test_edit_refuses_a_mask_of_another_size(random_backend, memory):
 
 @pytest.mark.parametrize("kind", ["move", "drag", "points", "appearance", "paste"])
 def test_every_edit_runs_deterministically_without_touching_its_inputs(random_backend, memory, kind):
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     mask = _mask()
     other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
     edits = {
@@ -201,7 +196,7 @@ def test_every_edit_runs_deterministically_without_touching_its_inputs(random_ba
 def test_recompute_memory_gives_the_same_edit_for_a_few_mib(random_backend, memory, kind):
     """The low-memory mode keeps the latents only and reruns each step's inversion pass:
     the same K/V and features, so the same edited latent, for one extra pass per step."""
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     mask = _mask()
     lean = invert_with_memory(random_backend, _image(), cond, steps=STEPS, spacing="comfy_uniform",
                               policy=MemoryPolicy(recompute=True))
@@ -269,7 +264,7 @@ def test_move_edit_moves_the_object_on_the_shapes_model(shapes):
 def test_background_lock_keeps_the_outside_exactly(random_backend, memory):
     """With the lock on for every step, everything outside the grown edit region is the
     inverted image itself; without it, the outside drifts."""
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     edit = Move(_mask(), 6, 4)
     locked = edit_image(random_backend, memory, edit, cond, uncond,
                         default_settings("move", background_lock=1.0, lock_margin=0.1)).latent
@@ -285,7 +280,7 @@ def test_background_lock_keeps_the_outside_exactly(random_backend, memory):
 def test_copy_until_follows_the_moved_source_inversion(random_backend, memory, kind):
     """With copy_until, the destination region is the source's inversion moved into
     place after every step of the window, and free afterwards."""
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     src = memory if kind == "move" else invert_with_memory(random_backend, _image(9), cond, steps=STEPS,
                                                             spacing="comfy_uniform")
     edit = Move(_mask(), 8, 8) if kind == "move" else Paste(src, _mask(), 8, 8)
@@ -308,7 +303,7 @@ def test_points_without_a_mask_edit_inside_their_grown_box(random_backend, memor
     box = points_box(torch.tensor([[10.0, 10.0], [14.0, 12.0]]), (32, 32), 0.1)
     ys, xs = torch.nonzero(box, as_tuple=True)
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (6, 18, 6, 16)  # 10..14 / 10..12 grown by 3.2 px
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     edit = Points(torch.tensor([[10.0, 10.0]]), torch.tensor([[14.0, 12.0]]), (32, 32))
     out = edit_image(random_backend, memory, edit, cond, uncond,
                      default_settings("points", point_region=0.1, background_lock=1.0, lock_margin=0.1)).latent
@@ -321,7 +316,7 @@ def test_reference_interior_matches_the_reference_without_its_boundary(random_ba
     """reference_interior: the appearance energy reads the reference object's mean feature
     over its mask eroded by one cell, so it differs from the whole-mask energy; with a mask
     too thin to erode it falls back to the whole mask."""
-    cond, _ = _ctx()
+    cond, _ = prompt_pair()
     other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
     cur = [other.feature(2, lvl, torch.device("cpu"), torch.float32)[0] for lvl in (1, 2)]
     grid = cur[1].shape[-2:]
@@ -341,7 +336,7 @@ def test_reference_interior_matches_the_reference_without_its_boundary(random_ba
 def test_appearance_start_moves_the_region_mean_to_the_references(memory, random_backend):
     """appearance_start: inside the mask the start latent's per-channel mean moves that fraction of the
     way to the reference object's (its inverted latent under its mask); outside it is z_T unchanged."""
-    cond, _ = _ctx()
+    cond, _ = prompt_pair()
     other = invert_with_memory(random_backend, _image(9), cond, steps=STEPS, spacing="comfy_uniform")
     ref_mask = torch.zeros(32, 32)
     ref_mask[16:28, 4:12] = 1

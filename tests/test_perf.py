@@ -7,24 +7,19 @@ from dragon_core import cost
 from dragon_core.cli import build_parser, format_stats
 from dragon_core.editing import Drag, Move, default_settings, edit_image, with_overrides
 from dragon_core.memory import invert_with_memory
-from dragon_core.shapes_model import ShapesTextEncoder
+
+from shapes_prompts import prompt_pair
 
 pytest.importorskip("diffusers")
 
 STEPS = 5
 
 
-def _ctx():
-    torch.manual_seed(0)
-    enc = ShapesTextEncoder().eval()
-    return enc.encode("flat, red square"), enc.encode("")
-
-
 @pytest.fixture()
 def memory(random_backend):
     g = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
-    return invert_with_memory(random_backend, image, _ctx()[0], steps=STEPS, spacing="comfy_uniform")
+    return invert_with_memory(random_backend, image, prompt_pair()[0], steps=STEPS, spacing="comfy_uniform")
 
 
 def _edits():
@@ -36,7 +31,7 @@ def _edits():
 
 @pytest.mark.parametrize("kind", ["move", "drag"])
 def test_reference_schedule_gives_the_same_edit_at_its_own_cost(random_backend, memory, kind):
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     settings = default_settings(kind, cfg=2.0, feature_scale=1.0, attention_start=1, time_travel=2,
                                 time_travel_window=(0.0, 1.0))
     feats = {k: v.clone() for k, v in memory.features.items()}
@@ -60,7 +55,7 @@ def test_reference_schedule_gives_the_same_edit_at_its_own_cost(random_backend, 
 
 
 def test_stats_report_time_memory_and_peaks(random_backend, memory):
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     res = edit_image(random_backend, memory, _edits()["move"], cond, uncond, default_settings("move", cfg=2.0))
     s = res.stats
     assert s["memory_bytes"] == memory.nbytes()["total"] > 0
@@ -74,7 +69,7 @@ def test_one_backward_is_not_the_masked_two_gradient_combination(random_backend,
     """m * dE_edit/dz + (1 - m) * dE_con/dz is not the gradient of one scalar: the UNet mixes
     positions, so each energy's gradient reaches across the mask. The default keeps two passes;
     ``energy_backward="one"`` is an opt-in approximation that gives a different edit."""
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=1)
     two = edit_image(random_backend, memory, _edits()["move"], cond, uncond, settings)
     one = edit_image(random_backend, memory, _edits()["move"], cond, uncond,
@@ -103,7 +98,7 @@ def test_perf_command_parses():
 def test_used_steps_policy_keeps_only_what_the_edit_reads(random_backend):
     from dragon_core.editing import used_steps_policy
 
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=2, guide_until=0.4,
                                 guide_every_until=0.4)
     policy = used_steps_policy(settings, STEPS, (1, 2))
@@ -120,7 +115,7 @@ def test_used_steps_policy_keeps_only_what_the_edit_reads(random_backend):
 
 
 def test_partial_grad_pass_and_batched_cfg_give_the_same_edit(random_backend, memory):
-    cond, uncond = _ctx()
+    cond, uncond = prompt_pair()
     settings = default_settings("drag", cfg=2.0, feature_scale=1.0, attention_start=1)
     full = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, settings)
     part = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, grad_pass="partial"))

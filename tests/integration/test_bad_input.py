@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from graphs import guided_sampler
+from graphs import guided_sampler, shapes_scene
 
 torch = pytest.importorskip("torch")
 
@@ -112,14 +112,7 @@ class _Value:
 def _base() -> dict:
     """A move edit of shapes scene 4's orange square (box x 8..25, y 13..30 of 32x32) by 2 pixels."""
     return {
-        "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
-        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 4, "object": 1}},
-        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 8, "object": 0}},
-        "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
-        "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},
-        "inv": {"class_type": "DragonDiff_Inversion",
-                "inputs": {"model": ["model", 0], "latent": ["lat", 0], "positive": ["scene", 2], "steps": STEPS}},
+        **shapes_scene(4, STEPS, reference=8),
         "edit": {"class_type": "DragonDiff_MoveEdit",
                  "inputs": {"mask": ["scene", 1], "dx": 2, "dy": 0, "scale": 1.0}},
         "out": guided_sampler("edit", flexibility=0.0),

@@ -35,7 +35,7 @@ import weakref
 from pathlib import Path
 
 import pytest
-from graphs import guided_sampler
+from graphs import guided_sampler, shapes_scene
 
 torch = pytest.importorskip("torch")
 
@@ -111,15 +111,7 @@ def _error(executor) -> dict:
 
 
 def _base(steps: int = STEPS, seed: int = 4) -> dict:
-    return {
-        "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
-        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": seed, "object": 1}},
-        "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
-        "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},
-        "inv": {"class_type": "DragonDiff_Inversion",
-                "inputs": {"model": ["model", 0], "latent": ["lat", 0], "positive": ["scene", 2], "steps": steps}},
-    }
+    return shapes_scene(seed, steps)
 
 
 def _edit(name: str, node: dict, tag: str | None = None, **sampler) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graphs import guided_sampler
+from graphs import guided_sampler, shapes_scene
 
 torch = pytest.importorskip("torch")
 
@@ -330,12 +330,7 @@ def test_cached_inputs_and_the_model_are_unchanged_by_every_node(comfy_env):
     prompt 3 records the same cached objects again: bitwise equal, same model state."""
     comfy_env.nodes.NODE_CLASS_MAPPINGS["DragonTest_Fingerprint"] = _Fingerprint
     base = {
-        "model": {"class_type": "DragonDiff_ShapesModelLoader", "inputs": {}},
-        "scene": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 4, "object": 1}},
-        "ref": {"class_type": "DragonDiff_ShapesScene", "inputs": {"scene": 8, "object": 0}},
-        "neg": {"class_type": "DragonDiff_ShapesPrompt", "inputs": {"prompt": ""}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
-        "lat": {"class_type": "VAEEncode", "inputs": {"pixels": ["scene", 0], "vae": ["vae", 0]}},
+        **shapes_scene(4, reference=8),
         "rlat": {"class_type": "VAEEncode", "inputs": {"pixels": ["ref", 0], "vae": ["vae", 0]}},
     }
 
