@@ -18,7 +18,6 @@ latent shape with :class:`torch.utils.flop_counter.FlopCounterMode`.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 from typing import Any
@@ -133,11 +132,3 @@ def peak_stats(device: torch.device | str | None = None) -> dict[str, int]:
     if device is not None and torch.device(device).type == "cuda":
         out["cuda_max_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return out
-
-
-def rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0

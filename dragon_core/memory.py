@@ -140,7 +140,8 @@ class FeatureMemory:
     # int8 memories: the per-channel scale of each kv / features entry (same keys)
     scales: dict[tuple, torch.Tensor] = field(default_factory=dict)
     cond: Any = None  # the inversion's conditioning, kept by a recompute memory
-    _loaded: int | None = field(default=None, init=False, repr=False)  # recompute: the step whose tensors are held
+    # recompute: (step, whether its K/V were recorded too) of the tensors held
+    _loaded: tuple[int, bool] | None = field(default=None, init=False, repr=False)
 
     def prepare(self, step: int, backend: Backend, kv: bool, features: bool) -> str | None:
         """Recompute memory: make ``step``'s K/V inputs (if ``kv``) and features (if
@@ -149,8 +150,8 @@ class FeatureMemory:
         (nothing to do; a stored memory has every step already)."""
         if not self.policy.recompute or not (kv or features):
             return None
-        if self._loaded == step and (self.kv or not kv) and (self.features or not features):
-            return None
+        if self._loaded is not None and self._loaded[0] == step and (self._loaded[1] or not kv):
+            return None  # a full pass of this step holds its features too
         self.release()
         rec = MemoryRecorder(replace(self.policy, recompute=False), backend.decoder_self_attention_layers())
         if not kv:  # features only: no K/V, and the pass can stop after the last feature level
@@ -163,7 +164,7 @@ class FeatureMemory:
         self.kv.update(rec.kv)
         self.features.update(rec.features)
         self.scales.update(rec.scales)
-        self._loaded = step
+        self._loaded = (step, kv)
         return "full" if kv else "partial"
 
     @property
@@ -200,7 +201,7 @@ class FeatureMemory:
             self._loaded = None
 
     def _check_loaded(self, step: int) -> None:
-        if self.policy.recompute and self._loaded != step:
+        if self.policy.recompute and (self._loaded is None or self._loaded[0] != step):
             raise RuntimeError(f"recompute memory: step {step} was not prepared (prepare(step, backend) first)")
 
     def kv_input(self, step: int, layer: LayerKey, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
@@ -261,10 +262,11 @@ STORAGE: dict[str, dict[str, Any]] = {
 }
 
 
-def default_policy(backend: Backend, **kw: Any) -> MemoryPolicy:
-    """The layers and feature levels chosen by the structural rules above; ``kw`` sets
-    the other fields (e.g. ``recompute=True``, ``device``)."""
-    return MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers()),
+def default_policy(backend: Backend, max_per_block: int | None = MAX_KV_LAYERS_PER_BLOCK, **kw: Any) -> MemoryPolicy:
+    """The layers and feature levels chosen by the structural rules above (``max_per_block``
+    as in :func:`default_kv_layers`); ``kw`` sets the other fields (e.g. ``recompute=True``,
+    ``device``)."""
+    return MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers(), max_per_block),
                         feature_levels=default_feature_levels(backend.decoder_levels()), **kw)
 
 
@@ -307,7 +309,8 @@ def quantize(t: torch.Tensor, over: tuple[int, ...]) -> tuple[torch.Tensor, torc
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
     """The inverse of :func:`quantize` (a new tensor, never an inference tensor)."""
-    return (q.to(device=device, dtype=torch.float32) * scale.to(device)).to(dtype)
+    # move the int8 values first (a quarter of the fp32 bytes), then widen them on the device
+    return (q.to(device).float() * scale.to(device)).to(dtype)
 
 
 def invert_with_memory(

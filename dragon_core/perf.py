@@ -33,13 +33,17 @@ from . import cost
 from .editing import Drag, Move, default_settings, edit_image, with_overrides
 from .memory import default_policy, invert_with_memory
 
-KEYS = ("forward_equiv", "memory_bytes", "peak_rss_bytes", "seconds")
+COST_KEYS = ("forward_equiv", "peak_rss_bytes", "seconds", "cpu_seconds")
+
+
+def _ratios(res: Any, base: Any, keys: tuple[str, ...] = COST_KEYS) -> dict[str, float]:
+    """``res.stats[k] / base.stats[k]`` for the keys ``base`` has (non-zero), rounded."""
+    return {k: round(res.stats[k] / base.stats[k], 3) for k in keys if base.stats.get(k)}
 
 
 def _row(model: str, kind: str, res_ref: Any, res_eff: Any, extra: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"model": model, "kind": kind, "reference": res_ref.stats, "efficient": res_eff.stats}
-    row["ratio"] = {k: round(res_eff.stats[k] / res_ref.stats[k], 3)
-                    for k in ("forward_equiv", "peak_rss_bytes", "seconds", "cpu_seconds") if res_ref.stats.get(k)}
+    row["ratio"] = _ratios(res_eff, res_ref)
     row.update(extra)
     return row
 
@@ -55,8 +59,7 @@ def _pair(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: A
 def _one_backward(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: Any, ref: Any) -> dict:
     """The efficient schedule with one backward pass of E_edit + E_con (an approximation)."""
     one = edit_image(backend, mem, edit, cond, uncond, with_overrides(settings, energy_backward="one"))
-    return {"stats": one.stats, "ratio_to_reference": {k: round(one.stats[k] / ref.stats[k], 3) for k in
-                                                       ("forward_equiv", "seconds", "cpu_seconds") if ref.stats.get(k)},
+    return {"stats": one.stats, "ratio_to_reference": _ratios(one, ref, ("forward_equiv", "seconds", "cpu_seconds")),
             "latent": one.latent}
 
 
@@ -64,9 +67,7 @@ def _low_memory(backend: Any, lean: Any, edit: Any, cond: Any, uncond: Any, sett
     """The efficient schedule on a recompute memory (latents only) against the default memory."""
     res = edit_image(backend, lean, edit, cond, uncond, settings)
     return {"stats": res.stats, "max_latent_diff_to_default": float((res.latent - eff.latent).abs().max()),
-            "ratio_to_default": {k: round(res.stats[k] / eff.stats[k], 3) for k in
-                                 ("forward_equiv", "memory_bytes", "peak_rss_bytes", "seconds", "cpu_seconds")
-                                 if eff.stats.get(k)}}
+            "ratio_to_default": _ratios(res, eff, ("memory_bytes",) + COST_KEYS)}
 
 
 def reference_memory_bytes(mem: Any) -> int:
@@ -224,8 +225,7 @@ def run_savings(kind: str, lat: int, steps: int, guided: int, log: Any) -> list[
         row = {"model": f"sd15-random {lat * 8}x{lat * 8} {steps} steps, {guided} guided", "kind": kind,
                "variant": name, "stats": res.stats,
                "max_latent_diff_to_default": float((res.latent - base.latent).abs().max()),
-               "ratio_to_default": {k: round(res.stats[k] / base.stats[k], 3)
-                                    for k in ("forward_equiv", "cpu_seconds", "seconds", "peak_rss_bytes")}}
+               "ratio_to_default": _ratios(res, base)}
         rows.append(row)
         log(row)
     backend.close()

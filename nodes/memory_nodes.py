@@ -19,8 +19,7 @@ import math
 import torch
 from comfy_api.latest import io
 
-from dragon_core.memory import (MAX_KV_LAYERS_PER_BLOCK, STORAGE, MemoryPolicy, default_feature_levels, default_kv_layers,
-                                invert_with_memory)
+from dragon_core.memory import MAX_KV_LAYERS_PER_BLOCK, STORAGE, default_policy, invert_with_memory
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
@@ -102,9 +101,7 @@ class Inversion(io.ComfyNode):
                 # layers by the core's structural rules (dragon_core.memory): SD1.x/2.x every decoder
                 # self-attention and output blocks 6, 9; SDXL a budgeted subset and output blocks 3, 6
                 per_block = int(attention_per_block) or None  # 0: every decoder self-attention
-                policy = MemoryPolicy(kv_layers=default_kv_layers(backend.decoder_self_attention_layers(), per_block),
-                                      feature_levels=default_feature_levels(backend.decoder_levels()),
-                                      device=mm.unet_offload_device(), **STORAGE[storage])
+                policy = default_policy(backend, per_block, device=mm.unet_offload_device(), **STORAGE[storage])
                 memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
                                             policy=policy, model_id=model_identity(model),
                                             callback=_progress(steps))
