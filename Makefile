@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m dragon_core demo --out demo_out
+	$(BIN)/python -m dragon_lab demo --out demo_out
 
 test: $(STAMP) test-web
 	$(BIN)/python -m pytest -q

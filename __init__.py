@@ -1,10 +1,11 @@
 """DragonDiffusion for ComfyUI: the entry point ComfyUI imports from custom_nodes/.
 
 The nodes register through ComfyUI's schema API (``comfy_entrypoint``). The
-algorithm lives in ``dragon_core`` (pure torch), imported by the glue in
-``nodes/`` as the top-level package ``dragon_core``: this folder is appended to
-``sys.path`` for that (appended, so ComfyUI's own top-level ``nodes`` module keeps
-priority over our ``nodes`` folder, which is only ever imported relatively).
+method lives in ``dragon_core`` (pure torch) and the bundled demo model in
+``dragon_demo``, imported by the glue in ``nodes/`` as top-level packages: this
+folder is appended to ``sys.path`` for that (appended, so ComfyUI's own top-level
+``nodes`` module keeps priority over our ``nodes`` folder, which is only ever
+imported relatively). The lab (``dragon_lab``) is never imported by a node.
 
 Importing this file needs no ComfyUI: without ``comfy_api`` (the test suite, a
 plain Python) it registers nothing.

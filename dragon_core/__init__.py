@@ -10,8 +10,10 @@ Edits: :class:`Move` (move/resize), :class:`Drag`, :class:`Points`,
 :class:`Appearance`, :class:`Paste`.
 """
 
-from .editing import Appearance, Drag, EditResult, EditSettings, Move, Paste, Points, default_settings, edit_image
+from .edits import Appearance, Drag, Move, Paste, Points
 from .memory import FeatureMemory, MemoryPolicy, invert_with_memory
+from .sampler import EditResult, edit_image
+from .settings import EditSettings, default_settings
 
 __all__ = [
     "Appearance", "Drag", "EditResult", "EditSettings", "FeatureMemory", "MemoryPolicy", "Move", "Paste", "Points",

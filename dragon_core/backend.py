@@ -97,6 +97,18 @@ class HookList(UNetHooks):
             hook.decoder_feature(call, h)
 
 
+class StopAfter(UNetHooks):
+    """Ends the forward pass once decoder level ``level`` has run (a pass that only needs
+    the features up to there: the rest of the decoder keeps no activations)."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
+        if call.level >= self.level:
+            raise StopForward
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the core needs from a denoiser runtime."""

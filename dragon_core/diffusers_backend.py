@@ -184,7 +184,7 @@ def load_shapes_backend(model_dir: Any = None, device: str = "cpu", dtype: torch
     from pathlib import Path
 
     from .schedule import alphas_cumprod_from_config
-    from .shapes_model import ASSET_DIR, SCHEDULE, load_config, load_text_encoder, load_unet
+    from dragon_demo.shapes_model import ASSET_DIR, SCHEDULE, load_config, load_text_encoder, load_unet
 
     model_dir = Path(model_dir or ASSET_DIR)
     cfg_path = model_dir / "config.json"

@@ -37,8 +37,7 @@ from typing import Any, Iterable
 import torch
 
 from . import ddim
-from .backend import AttnCall, Backend, FeatureCall, HookList, LayerKey, UNetHooks
-from .cost import StopAfter
+from .backend import AttnCall, Backend, FeatureCall, HookList, LayerKey, StopAfter, UNetHooks
 
 
 @dataclass(frozen=True)

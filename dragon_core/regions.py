@@ -164,6 +164,14 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(mask.float()[None, None], k, stride=1, padding=radius)[0, 0]
 
 
+def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Shrink a (h, w) mask by ``radius`` cells (min filter; the image border does not erode)."""
+    if radius <= 0:
+        return mask.clone()
+    k = 2 * radius + 1
+    return -F.max_pool2d(-mask.float()[None, None], k, stride=1, padding=radius)[0, 0]
+
+
 def point_patch(points: torch.Tensor, h: int, w: int, image_size: tuple[int, int], radius: int = 1) -> torch.Tensor:
     """Grid indices of the (2r+1)^2 patches around ``points`` ((P, 2) x, y in image
     pixels) on an (h, w) grid, clipped to the grid: long (P, (2r+1)^2, 2) as (row, col)."""
@@ -175,6 +183,40 @@ def point_patch(points: torch.Tensor, h: int, w: int, image_size: tuple[int, int
     r = (rows[:, None] + dy.reshape(1, -1)).clamp(0, h - 1)
     c = (cols[:, None] + dx.reshape(1, -1)).clamp(0, w - 1)
     return torch.stack([r, c], dim=-1)
+
+
+def grid_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bool (h, w): cells at least half covered by ``mask``; any-coverage if that is empty."""
+    g = to_grid(mask.float(), h, w)
+    m = g >= MASK_THRESHOLD
+    return m if m.any() else g > 0
+
+
+def on_grid(h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A (1, C, h, w) feature map resized (nearest) to the energy grid -> (C, gh, gw)."""
+    if h.ndim != 4 or h.shape[0] != 1:
+        raise ValueError(f"features must be (1, C, h, w), got {tuple(h.shape)}")
+    if tuple(h.shape[-2:]) != tuple(grid):
+        h = F.interpolate(h, size=grid, mode="nearest")
+    return h[0]
+
+
+def points_box(points: torch.Tensor, image_size: tuple[int, int], margin: float) -> torch.Tensor:
+    """(H, W) mask of the box around ``points`` ((P, 2) x, y pixels) grown by ``margin`` x the
+    longer image side, clipped to the image."""
+    H, W = image_size
+    pad = margin * max(H, W)
+    x0, y0 = (points.min(dim=0).values - pad).floor().clamp(min=0).long().tolist()
+    x1, y1 = (points.max(dim=0).values + pad).ceil().long().tolist()
+    m = torch.zeros(H, W)
+    m[y0:min(y1 + 1, H), x0:min(x1 + 1, W)] = 1
+    return m
+
+
+def region_mean(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean of ``z`` (1, C, h, w) under ``mask`` (1, 1, h, w) -> (1, C, 1, 1)."""
+    m = mask.to(z.dtype)
+    return (z * m).sum(dim=(2, 3), keepdim=True) / m.sum().clamp_min(1.0)
 
 
 def check_points(points: torch.Tensor, image_size: tuple[int, int], name: str = "points") -> torch.Tensor:

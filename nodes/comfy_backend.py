@@ -25,12 +25,13 @@ Conditioning
     wrappers, the patcher's wrappers merged in as ``prepare_model_patcher``
     does). That route is autograd-friendly (its in-place accumulation happens on
     fresh tensors), so gradients use it too. Processed conditioning is cached
-    per CONDITIONING object and latent shape. Refused with a clear error, since
-    one hooked forward must see exactly the caller's batch and no untested
-    model: more than one entry, ``area`` (the forward would see a crop),
-    ``mask`` and timestep ranges (outside them a single entry predicts
-    nothing), ``control`` / ``gligen`` (extra models, not loaded or tested
-    here) and ``hooks`` (per-cond weight patching).
+    per CONDITIONING object and latent shape. Refused with a clear error
+    (``model_info.check_conditioning``), since one hooked forward must see
+    exactly the caller's batch and no untested model: more than one entry,
+    ``area`` (the forward would see a crop), ``mask`` and timestep ranges
+    (outside them a single entry predicts nothing), ``control`` / ``gligen``
+    (extra models, not loaded or tested here) and ``hooks`` (per-cond weight
+    patching).
 
 Hooks
     Self-attention: ``set_model_attn1_patch`` on the clone; the patch gets
@@ -88,8 +89,9 @@ import torch
 
 from dragon_core.backend import BRANCHES, AttnCall, FeatureCall, LayerKey, StopForward, UNetHooks
 
+from .model_info import check_conditioning, is_sd_unet, schedule_problem
+
 TRANSFORMER_OPTIONS_KEY = "dragon_diffusion"
-UNSUPPORTED_COND_KEYS = ("area", "mask", "control", "gligen", "hooks")
 
 
 @dataclass(frozen=True)
@@ -102,24 +104,6 @@ class _CallState:
 
     def __deepcopy__(self, memo: dict) -> "_CallState":
         return self  # shared, never copied: the hooks may hold a whole feature memory
-
-
-def check_conditioning(cond: Any) -> None:
-    """Refuse a CONDITIONING this backend cannot honour exactly (see the module doc):
-    TypeError if it is not one, ValueError naming what is unsupported."""
-    if not isinstance(cond, (list, tuple)) or not cond or not all(
-            isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], torch.Tensor) and isinstance(e[1], dict)
-            for e in cond):
-        raise TypeError("cond must be a ComfyUI CONDITIONING ([[tensor, dict], ...]) or a context tensor")
-    if len(cond) != 1:
-        raise ValueError(f"DragonDiffusion takes one conditioning entry per prompt, got {len(cond)} "
-                         f"(combined/concatenated conditioning is not supported)")
-    opts = cond[0][1]
-    bad = [k for k in UNSUPPORTED_COND_KEYS if opts.get(k) is not None]
-    if opts.get("start_percent", 0.0) > 0.0 or opts.get("end_percent", 1.0) < 1.0:
-        bad.append("a timestep range")  # outside it ComfyUI's batch would return no prediction at all
-    if bad:
-        raise ValueError(f"DragonDiffusion does not support conditioning with {', '.join(bad)} yet")
 
 
 @contextlib.contextmanager
@@ -219,7 +203,7 @@ class ComfyBackend:
         if not isinstance(model, comfy.model_patcher.ModelPatcher):
             raise TypeError(f"ComfyBackend needs a ComfyUI MODEL (ModelPatcher), got {type(model).__name__}")
         unet = getattr(model.model, "diffusion_model", None)
-        if unet is None or not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
+        if not is_sd_unet(unet):
             raise NotImplementedError(
                 f"DragonDiffusion needs an SD-style UNet (input/middle/output blocks); this MODEL is "
                 f"{type(model.model).__name__} with {type(unet).__name__}")
@@ -234,8 +218,6 @@ class ComfyBackend:
         ms = self.patcher.get_model_object("model_sampling")
         if not hasattr(ms, "sigmas"):
             raise NotImplementedError(f"{type(ms).__name__}: DragonDiffusion needs a discrete DDPM schedule (sigmas)")
-        from .model_info import schedule_problem
-
         problem = schedule_problem(self.patcher)
         if problem:
             raise NotImplementedError(problem)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from dragon_core.shapes_model import load_config
-from dragon_core.shapes_world import random_scene
+from dragon_demo.shapes_model import load_config
+from dragon_demo.shapes_world import random_scene
 
 from .convert import InputError, named_errors
 from .model_info import DEFAULTS_KEY

@@ -18,7 +18,7 @@ import logging
 
 from comfy_api.latest import io, ui
 
-from dragon_core.editing import Appearance, Drag, Move, Paste, Points
+from dragon_core.edits import Appearance, Drag, Move, Paste, Points
 from dragon_core.regions import parse_points
 
 from .comfy_types import DragonEdit, DragonMemory

@@ -25,23 +25,10 @@ from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
 from .convert import InputError, OutOfMemory, is_out_of_memory, latent_samples, named_errors
 from .model_info import check_prompt, check_sd_unet, model_identity
+from .progress import progress_callback
 
 SPACING = "comfy_uniform"  # ComfyUI's ddim_uniform timesteps (ends at sigma 0)
 NODE = "DragonDiffusion Inversion"
-
-
-def _progress(total: int):
-    """A per-step callback: ComfyUI's progress bar and its interrupt check."""
-    import comfy.model_management as mm
-    import comfy.utils
-
-    bar = comfy.utils.ProgressBar(total)
-
-    def step(s: int, z: torch.Tensor) -> None:
-        mm.throw_exception_if_processing_interrupted()
-        bar.update(1)
-
-    return step
 
 
 class Inversion(io.ComfyNode):
@@ -104,7 +91,7 @@ class Inversion(io.ComfyNode):
                 policy = default_policy(backend, per_block, device=mm.unet_offload_device(), **STORAGE[storage])
                 memory = invert_with_memory(backend, z0.to(backend.device), positive, steps=steps, spacing=SPACING,
                                             policy=policy, model_id=model_identity(model),
-                                            callback=_progress(steps))
+                                            callback=progress_callback(steps))
                 t_first = int(memory.trajectory.timesteps[0])
                 sigma = backend.sigma(t_first)
                 x_T = memory.trajectory.z_T.to(torch.float32).cpu() * math.sqrt(1 + sigma * sigma)

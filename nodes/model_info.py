@@ -8,6 +8,9 @@
 * :func:`pixels_per_latent`: image pixels per latent cell (8 for Stable
   Diffusion's VAEs, 1 for a pixel-space model), to check that masks and points
   are at the inverted image's size.
+* :func:`is_sd_unet`, :func:`schedule_problem`, :func:`check_conditioning`: whether
+  the method (and the backend, ``comfy_backend``) can serve a diffusion model, a
+  noise schedule and a CONDITIONING.
 * :func:`check_sd_unet`, :func:`check_prompt`: refuse models and conditioning the
   method cannot serve, with messages naming the node and the input.
 """
@@ -16,9 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .convert import InputError
 
 DEFAULTS_KEY = "dragon_edit_defaults"
+SD_UNET_PARTS = ("input_blocks", "middle_block", "output_blocks")
+UNSUPPORTED_COND_KEYS = ("area", "mask", "control", "gligen", "hooks")
 
 
 def model_identity(model: Any) -> str:
@@ -34,10 +41,16 @@ def edit_defaults(model: Any) -> dict[str, dict[str, Any]] | None:
     return model.model_options.get(DEFAULTS_KEY)
 
 
+def is_sd_unet(unet: Any) -> bool:
+    """Whether a MODEL's diffusion model (``model.model.diffusion_model``, None when it has
+    none) is an SD-style UNet: input, middle and output blocks (not a DiT / flow model)."""
+    return unet is not None and all(hasattr(unet, a) for a in SD_UNET_PARTS)
+
+
 def check_sd_unet(model: Any, node: str) -> None:
     """Refuse models the method does not fit (DiT / flow models) with a clear message."""
     unet = getattr(model.model, "diffusion_model", None)
-    if unet is None or not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
+    if not is_sd_unet(unet):
         raise InputError(
             f"{node}: model: DragonDiffusion needs a UNet diffusion model (Stable Diffusion 1.x/2.x/XL style); this "
             f"MODEL is {type(model.model).__name__}, whose diffusion model is a {type(unet).__name__}: DiT/flow "
@@ -85,10 +98,26 @@ def pixels_per_latent(model: Any) -> int:
     return 1 if model.model.latent_format.latent_channels == 3 else 8
 
 
+def check_conditioning(cond: Any) -> None:
+    """Refuse a CONDITIONING the backend cannot honour exactly (see ``comfy_backend``'s module
+    doc): TypeError if it is not one, ValueError naming what is unsupported."""
+    if not isinstance(cond, (list, tuple)) or not cond or not all(
+            isinstance(e, (list, tuple)) and len(e) == 2 and isinstance(e[0], torch.Tensor) and isinstance(e[1], dict)
+            for e in cond):
+        raise TypeError("cond must be a ComfyUI CONDITIONING ([[tensor, dict], ...]) or a context tensor")
+    if len(cond) != 1:
+        raise ValueError(f"DragonDiffusion takes one conditioning entry per prompt, got {len(cond)} "
+                         f"(combined/concatenated conditioning is not supported)")
+    opts = cond[0][1]
+    bad = [k for k in UNSUPPORTED_COND_KEYS if opts.get(k) is not None]
+    if opts.get("start_percent", 0.0) > 0.0 or opts.get("end_percent", 1.0) < 1.0:
+        bad.append("a timestep range")  # outside it ComfyUI's batch would return no prediction at all
+    if bad:
+        raise ValueError(f"DragonDiffusion does not support conditioning with {', '.join(bad)} yet")
+
+
 def check_prompt(model: Any, cond: Any, name: str, node: str) -> None:
     """A CONDITIONING this model's cross-attention takes, as one entry the method supports."""
-    from .comfy_backend import check_conditioning
-
     try:
         check_conditioning(cond)
     except (TypeError, ValueError) as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import torch
@@ -20,14 +21,16 @@ from comfy_api.latest import io
 
 from dragon_core.attention import CrossBranchAttention
 from dragon_core.backend import AttnCall, LayerKey
-from dragon_core.editing import default_settings, plan_edit, run_edit
+from dragon_core.planning import plan_edit
+from dragon_core.sampler import run_edit
+from dragon_core.settings import default_settings
 from dragon_core.memory import FeatureMemory
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonEdit, DragonMemory
 from .convert import InputError, OutOfMemory, check_frame, is_out_of_memory, named_errors
-from .memory_nodes import _progress
 from .model_info import check_prompt, check_sd_unet, edit_defaults, model_identity, pixels_per_latent
+from .progress import progress_callback
 
 AUTO = -1.0
 SAMPLER = "DragonDiffusion Guided Sampler"
@@ -106,12 +109,13 @@ class GuidedSampler(io.ComfyNode):
                                     guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
                                     attention=bool(cross_attention))
         done = [-1]  # the last finished step, for the out-of-memory message
-        progress = _progress(memory.steps)
+        progress = progress_callback(memory.steps)
 
         def step(s: int, z: torch.Tensor) -> None:
             done[0] = s
             progress(s, z)
 
+        t0 = time.perf_counter()
         with torch.inference_mode(False):
             plan = plan_edit(edit, memory, settings)
             try:
@@ -122,10 +126,8 @@ class GuidedSampler(io.ComfyNode):
                     raise
                 raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
-        st = result.stats
-        logging.info("%s: %s edit, %s steps (%s guided), %s UNet forward-equivalents, %.1f s, peak RSS %.0f MiB",
-                     SAMPLER, kind, memory.steps, st.get("guided_steps"), st.get("forward_equiv"),
-                     st.get("seconds", 0.0), st.get("peak_rss_bytes", 0) / 2**20)
+        logging.info("%s: %s edit, %s steps (%s guided passes), %.1f s", SAMPLER, kind, memory.steps,
+                     result.stats["guided_steps"], time.perf_counter() - t0)
         return io.NodeOutput({"samples": samples})
 
 

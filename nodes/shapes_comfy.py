@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from dragon_core.shapes_model import ASSET_DIR, load_config, load_text_encoder
+from dragon_demo.shapes_model import ASSET_DIR, load_config, load_text_encoder
 
 # diffusers block types -> whether the block has a transformer (attention) per res block
 _DOWN_BLOCKS = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}

@@ -25,12 +25,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from make_workflows import DEMO, OUT  # noqa: E402
 
 from dragon_core.diffusers_backend import load_shapes_backend  # noqa: E402
-from dragon_core.editing import Appearance, Drag, Move, Paste, Points, default_settings, edit_image  # noqa: E402
+from dragon_core.edits import Appearance, Drag, Move, Paste, Points  # noqa: E402
+from dragon_core.sampler import edit_image  # noqa: E402
+from dragon_core.settings import default_settings  # noqa: E402
 from dragon_core.images import array_to_tensor, tensor_to_array  # noqa: E402
 from dragon_core.memory import invert_with_memory  # noqa: E402
 from dragon_core.regions import parse_points  # noqa: E402
-from dragon_core.shapes_model import load_config  # noqa: E402
-from dragon_core.shapes_world import random_scene  # noqa: E402
+from dragon_demo.shapes_model import load_config  # noqa: E402
+from dragon_demo.shapes_world import random_scene  # noqa: E402
 
 STEPS = 50  # the workflows' Inversion steps
 UPSCALE = 6

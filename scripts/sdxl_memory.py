@@ -155,7 +155,7 @@ def _guided_move(patcher, memory, cond, size: int) -> dict:
     import torch
 
     sampler_nodes = importlib.import_module("dragon_nodes.sampler_nodes")
-    from dragon_core.editing import Move
+    from dragon_core.edits import Move
 
     mask = torch.zeros(size, size)
     mask[size * 3 // 8:size * 5 // 8, size * 3 // 8:size * 5 // 8] = 1.0

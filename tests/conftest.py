@@ -16,7 +16,7 @@ torch.set_num_threads(int(os.environ.get("DRAGON_TEST_THREADS") or os.environ.ge
 @pytest.fixture(scope="session")
 def random_unet():
     """A shapes-config diffusers UNet with seeded random weights (nothing trained)."""
-    from dragon_core.shapes_model import build_unet
+    from dragon_demo.shapes_model import build_unet
 
     torch.manual_seed(1234)
     return build_unet().eval()

@@ -1,21 +1,24 @@
-"""The command line, run in-process."""
+"""The command lines, run in-process: the product's (``python -m dragon_core``: edit, invert) and
+the lab's (``python -m dragon_lab``: scene, sample, demo, bench, edit with its cost)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from dragon_core import shapes_world as sw
+from dragon_demo import shapes_world as sw
+from dragon_lab import edit_cases as ec
 from dragon_core.cli import main
+from dragon_lab.cli import main as lab
 from dragon_core.images import load_mask, load_png, save_png
 
 pytest.importorskip("diffusers")
 
 
-@pytest.mark.parametrize("edit", [None, *sw.EDIT_KINDS])
+@pytest.mark.parametrize("edit", [None, *ec.EDIT_KINDS])
 def test_scene_writes_images_masks_json_and_ground_truth(tmp_path, capsys, edit):
     args = ["scene", "--seed", "5", "--out", str(tmp_path)] + (["--edit", edit] if edit else [])
-    assert main(args) == 0
+    assert lab(args) == 0
     info = json.loads((tmp_path / "scene.json").read_text())
     scene = sw.Scene.from_dict(info["scene"])
     assert np.abs(load_png(tmp_path / "image.png") - scene.render()).max() <= 0.5 / 255 + 1e-6
@@ -34,7 +37,7 @@ def test_scene_writes_images_masks_json_and_ground_truth(tmp_path, capsys, edit)
 
 
 def test_scene_with_explicit_move(tmp_path):
-    assert main(["scene", "--seed", "1", "--out", str(tmp_path), "--edit", "move", "--object", "0",
+    assert lab(["scene", "--seed", "1", "--out", str(tmp_path), "--edit", "move", "--object", "0",
                  "--dx", "2", "--dy", "-1"]) == 0
     info = json.loads((tmp_path / "scene.json").read_text())
     assert info["edit"]["dx"] == 2 and info["edit"]["dy"] == -1
@@ -45,7 +48,7 @@ def test_scene_with_explicit_move(tmp_path):
 
 def test_sample_writes_a_grid(tmp_path, capsys):
     out = tmp_path / "s.png"
-    assert main(["sample", "--prompt", "flat, red disc", "--n", "2", "--steps", "5", "--out", str(out)]) == 0
+    assert lab(["sample", "--prompt", "flat, red disc", "--n", "2", "--steps", "5", "--out", str(out)]) == 0
     assert load_png(out).shape == (32, 65, 3)
     assert "cfg 3.0, comfy_uniform" in capsys.readouterr().out
 
@@ -65,7 +68,7 @@ def test_invert_reports_psnr_and_writes_trajectory(tmp_path, capsys):
 
 
 def test_demo_writes_images(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--steps", "10"]) == 0
+    assert lab(["demo", "--out", str(tmp_path), "--steps", "10"]) == 0
     out = capsys.readouterr().out
     for kind in ("move", "resize", "drag", "points", "appearance", "paste"):
         assert f"\n{kind}" in "\n" + out or out.startswith(kind), kind
@@ -82,7 +85,7 @@ def test_demo_writes_images(tmp_path, capsys):
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
-    assert main(argv) == 2
+    assert (lab if argv[0] == "sample" else main)(argv) == 2
     assert message in capsys.readouterr().err
 
 
@@ -94,21 +97,21 @@ def test_invert_refuses_a_wrong_size_image(tmp_path, capsys):
 
 def test_diffusers_unet_folder_as_model(tmp_path, random_unet):
     random_unet.save_pretrained(tmp_path / "unet")
-    assert main(["sample", "--prompt", "flat", "--steps", "2", "--model", str(tmp_path / "unet"),
+    assert lab(["sample", "--prompt", "flat", "--steps", "2", "--model", str(tmp_path / "unet"),
                  "--out", str(tmp_path / "r.png")]) == 0
     assert load_png(tmp_path / "r.png").shape == (32, 32, 3)
 
 
 def test_edit_move_from_png_files(tmp_path, capsys):
-    case = sw.random_edit_case(1001, "move")
+    case = ec.random_edit_case(1001, "move")
     save_png(case.scene.render(), tmp_path / "img.png")
     save_png(case.scene.masks()[case.index].astype(np.float32)[..., None].repeat(3, 2), tmp_path / "mask.png")
     assert main(["edit", "move", "--image", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
                  "--dx", str(case.dx), "--dy", str(case.dy), "--prompt", case.scene.prompt(), "--steps", "10",
                  "--out", str(tmp_path / "out")]) == 0
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    from dragon_core.editing import default_settings
-    from dragon_core.shapes_model import load_config
+    from dragon_core.settings import default_settings
+    from dragon_demo.shapes_model import load_config
 
     settings = default_settings("move", load_config()["edit_defaults"])
     assert stats["guided_steps"] == sum(settings.guided(s, 10) for s in range(10)) > 0
@@ -143,9 +146,9 @@ def test_edit_errors_are_one_clear_line(tmp_path, monkeypatch, capsys, argv, mes
 
 
 def test_bench_quick_scores_against_ground_truth(tmp_path):
-    from dragon_core.bench import format_table, make_case, naive, run_bench, score
+    from dragon_lab.bench import format_table, make_case, naive, run_bench, score
     from dragon_core.diffusers_backend import load_shapes_backend
-    from dragon_core.shapes_model import load_config
+    from dragon_demo.shapes_model import load_config
 
     case = make_case("move", 0).edit_case
     perfect = score("move", case, case.target.render())
@@ -163,10 +166,31 @@ def test_bench_quick_scores_against_ground_truth(tmp_path):
 
 def test_bench_cases_are_fixed_per_kind(monkeypatch):
     """A kind's cases depend on its name and index only, not on the list of kinds."""
-    import dragon_core.bench as b
+    import dragon_lab.bench as b
 
     before = {k: b.make_case(k, 1).edit_case for k in b.KINDS}
     monkeypatch.setattr(b, "KINDS", tuple(reversed(b.KINDS)))
     for k, case in before.items():
         assert b.make_case(k, 1).edit_case == case
     assert before["move"] != b.make_case("move", 2).edit_case
+
+
+def test_the_product_command_line_has_edit_and_invert_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench"])
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
+
+
+def test_lab_edit_measures_the_product_edit(tmp_path, capsys):
+    """``python -m dragon_lab edit --stats``: the same edit as ``dragon_core edit``, with its cost."""
+    case = ec.random_edit_case(1001, "move")
+    save_png(case.scene.render(), tmp_path / "img.png")
+    save_png(case.scene.masks()[case.index].astype(np.float32)[..., None].repeat(3, 2), tmp_path / "mask.png")
+    argv = ["edit", "move", "--image", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
+            "--dx", str(case.dx), "--dy", str(case.dy), "--prompt", case.scene.prompt(), "--steps", "6"]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert lab(argv + ["--out", str(tmp_path / "b"), "--stats"]) == 0
+    assert np.array_equal(load_png(tmp_path / "a" / "result.png"), load_png(tmp_path / "b" / "result.png"))
+    stats = json.loads((tmp_path / "b" / "stats.json").read_text())
+    assert stats["forward_grad"] == stats["guided_steps"] > 0 and stats["forward_equiv"] > 0
+    assert "forward-equivalents" in capsys.readouterr().out

@@ -13,7 +13,7 @@ from dragon_core.schedule import (
     final_alpha,
     scaled_linear_alphas_cumprod,
 )
-from dragon_core.shapes_model import SCHEDULE
+from dragon_demo.shapes_model import SCHEDULE
 from shapes_prompts import prompt_pair
 
 diffusers = pytest.importorskip("diffusers")

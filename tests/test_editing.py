@@ -7,16 +7,10 @@ import torch
 
 from dragon_core import ddim
 from dragon_core.attention import CrossBranchAttention, token_grid
-from dragon_core.editing import (
-    Appearance,
-    Drag,
-    Move,
-    Paste,
-    Points,
-    default_settings,
-    edit_image,
-    plan_edit,
-)
+from dragon_core.edits import Appearance, Drag, Move, Paste, Points
+from dragon_core.planning import plan_edit
+from dragon_core.sampler import edit_image
+from dragon_core.settings import default_settings
 from dragon_core.memory import MemoryPolicy, invert_with_memory
 from dragon_core.regions import RegionError
 
@@ -213,8 +207,10 @@ def test_recompute_memory_gives_the_same_edit_for_a_few_mib(random_backend, memo
         "paste": lambda m, o: Paste(o, mask, 8, 8),
     }
     settings = default_settings(kind, cfg=2.0, attention_start=1)
-    full = edit_image(random_backend, memory, edits[kind](memory, other), cond, uncond, settings)
-    low = edit_image(random_backend, lean, edits[kind](lean, other_lean), cond, uncond, settings)
+    from dragon_lab.instrument import measured_edit  # counts the passes, memory passes apart
+
+    full = measured_edit(random_backend, memory, edits[kind](memory, other), cond, uncond, settings)
+    low = measured_edit(random_backend, lean, edits[kind](lean, other_lean), cond, uncond, settings)
     assert (full.latent - low.latent).abs().max().item() < 1e-5
     assert full.stats["forward_memory"] == full.stats["forward_memory_partial"] == 0
     n_mem = 2 if kind in ("appearance", "paste") else 1
@@ -239,13 +235,13 @@ def test_guided_steps_follow_the_reference_schedule():
 
 def test_move_edit_moves_the_object_on_the_shapes_model(shapes):
     """A quality smoke test: the bundled model moves a disc most of the way to its target."""
-    from dragon_core import shapes_eval as ev
-    from dragon_core import shapes_world as sw
+    from dragon_lab import edit_cases as ec
+    from dragon_lab import shapes_eval as ev
     from dragon_core.images import array_to_tensor
-    from dragon_core.shapes_model import load_config
+    from dragon_demo.shapes_model import load_config
 
     backend, enc = shapes
-    case = sw.random_edit_case(1001, "move")
+    case = ec.random_edit_case(1001, "move")
     cond, uncond = enc.encode(case.scene.prompt()), enc.encode("")
     mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=50,
                              spacing=load_config()["sampling"]["spacing"])
@@ -298,7 +294,7 @@ def test_copy_until_follows_the_moved_source_inversion(random_backend, memory, k
 def test_points_without_a_mask_edit_inside_their_grown_box(random_backend, memory):
     """point_region: the points' box grown by a fraction of the side becomes the editable
     region, so the background lock keeps everything outside it exactly."""
-    from dragon_core.editing import points_box
+    from dragon_core.regions import points_box
 
     box = points_box(torch.tensor([[10.0, 10.0], [14.0, 12.0]]), (32, 32), 0.1)
     ys, xs = torch.nonzero(box, as_tuple=True)

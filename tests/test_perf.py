@@ -1,11 +1,14 @@
-"""Cost accounting, the reference schedule and the one-backward option (random-weight model, fast)."""
+"""The lab's cost instrumentation (a wrapped backend), the reference schedule, and the grad-pass and
+batched-CFG options (random-weight model, fast)."""
 
 import pytest
 import torch
 
-from dragon_core import cost
-from dragon_core.cli import build_parser, format_stats
-from dragon_core.editing import Drag, Move, default_settings, edit_image, with_overrides
+from dragon_lab.cli import build_parser, format_stats
+from dragon_lab.instrument import InstrumentedBackend, measured_edit
+from dragon_core.edits import Drag, Move
+from dragon_core.sampler import edit_image
+from dragon_core.settings import default_settings, with_overrides
 from dragon_core.memory import invert_with_memory
 
 from shapes_prompts import prompt_pair
@@ -35,8 +38,8 @@ def test_reference_schedule_gives_the_same_edit_at_its_own_cost(random_backend, 
     settings = default_settings(kind, cfg=2.0, feature_scale=1.0, attention_start=1, time_travel=2,
                                 time_travel_window=(0.0, 1.0))
     feats = {k: v.clone() for k, v in memory.features.items()}
-    eff = edit_image(random_backend, memory, _edits()[kind], cond, uncond, settings)
-    ref = edit_image(random_backend, memory, _edits()[kind], cond, uncond, with_overrides(settings, schedule="reference"))
+    eff = measured_edit(random_backend, memory, _edits()[kind], cond, uncond, settings)
+    ref = measured_edit(random_backend, memory, _edits()[kind], cond, uncond, settings, "reference")
     # the same maths: only the CFG batching (and the reference pass's features, equal to the memory's) differ
     assert (eff.latent - ref.latent).abs().max() < 1e-4
     assert set(feats) == set(memory.features) and all(torch.equal(feats[k], memory.features[k]) for k in feats)
@@ -56,7 +59,7 @@ def test_reference_schedule_gives_the_same_edit_at_its_own_cost(random_backend, 
 
 def test_stats_report_time_memory_and_peaks(random_backend, memory):
     cond, uncond = prompt_pair()
-    res = edit_image(random_backend, memory, _edits()["move"], cond, uncond, default_settings("move", cfg=2.0))
+    res = measured_edit(random_backend, memory, _edits()["move"], cond, uncond, default_settings("move", cfg=2.0))
     s = res.stats
     assert s["memory_bytes"] == memory.nbytes()["total"] > 0
     assert s["peak_rss_bytes"] > 0 and s["seconds"] >= s["seconds_guided"] > 0 and s["seconds_plain"] >= 0
@@ -65,26 +68,32 @@ def test_stats_report_time_memory_and_peaks(random_backend, memory):
     assert "forward-equivalents" in text and "peak RSS" in text
 
 
-def test_one_backward_is_not_the_masked_two_gradient_combination(random_backend, memory):
-    """m * dE_edit/dz + (1 - m) * dE_con/dz is not the gradient of one scalar: the UNet mixes
-    positions, so each energy's gradient reaches across the mask. The default keeps two passes;
-    ``energy_backward="one"`` is an opt-in approximation that gives a different edit."""
+def test_measuring_wraps_the_backend_and_leaves_the_edit_unchanged(random_backend, memory):
+    """The product's sampler counts nothing; the lab's wrapper measures the same edit, bit for bit."""
     cond, uncond = prompt_pair()
-    settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=1)
-    two = edit_image(random_backend, memory, _edits()["move"], cond, uncond, settings)
-    one = edit_image(random_backend, memory, _edits()["move"], cond, uncond,
-                     with_overrides(settings, energy_backward="one"))
-    assert one.stats["backward"] * 2 == two.stats["backward"]
-    assert (one.latent - two.latent).abs().max() > 1e-3
-    with pytest.raises(ValueError, match="energy_backward"):
-        default_settings("move", energy_backward="three")
-    with pytest.raises(ValueError, match="schedule"):
-        default_settings("move", schedule="fast")
+    settings = default_settings("drag", cfg=2.0, feature_scale=1.0, attention_start=1, time_travel=2,
+                                time_travel_window=(0.0, 1.0))
+    plain = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, settings)
+    measured = measured_edit(random_backend, memory, _edits()["drag"], cond, uncond, settings)
+    assert torch.equal(plain.latent, measured.latent)
+    assert set(plain.stats) == {"kind", "steps", "guided_steps", "renoise", "memory_bytes"}
+    assert {k: measured.stats[k] for k in plain.stats} == plain.stats
+    assert measured.stats["forward_grad"] == plain.stats["guided_steps"] > 0
+
+
+def test_experiment_options_are_not_product_settings():
+    for option in ({"schedule": "reference"}, {"energy_backward": "one"}):
+        with pytest.raises(TypeError, match=list(option)[0]):
+            default_settings("move", **option)
+    with pytest.raises(ValueError, match="grad_pass"):
+        default_settings("move", grad_pass="half")
 
 
 def test_forward_equivalents_weigh_partial_passes_and_backwards():
-    stats = {"forward": 10, "forward_grad": 2, "forward_partial": 3, "forward_grad_partial": 1, "backward": 4}
-    assert cost.forward_equivalents(stats, 0.5) == pytest.approx(10 + 2 + 0.5 * 4 + 2 * 0.5 * 4)
+    inst = InstrumentedBackend(None, level=1)
+    inst.counts.update(forward=10, forward_grad=2, forward_partial=3, forward_grad_partial=1, backward=4)
+    inst.fraction = 0.5
+    assert inst.forward_equivalents() == pytest.approx(10 + 2 + 0.5 * 4 + 2 * 0.5 * 4)
 
 
 def test_perf_command_parses():
@@ -96,7 +105,7 @@ def test_perf_command_parses():
 
 
 def test_used_steps_policy_keeps_only_what_the_edit_reads(random_backend):
-    from dragon_core.editing import used_steps_policy
+    from dragon_core.settings import used_steps_policy
 
     cond, uncond = prompt_pair()
     settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=2, guide_until=0.4,
@@ -117,9 +126,10 @@ def test_used_steps_policy_keeps_only_what_the_edit_reads(random_backend):
 def test_partial_grad_pass_and_batched_cfg_give_the_same_edit(random_backend, memory):
     cond, uncond = prompt_pair()
     settings = default_settings("drag", cfg=2.0, feature_scale=1.0, attention_start=1)
-    full = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, settings)
-    part = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, grad_pass="partial"))
-    both = edit_image(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, batch_cfg=True))
+    full = measured_edit(random_backend, memory, _edits()["drag"], cond, uncond, settings)
+    part = measured_edit(random_backend, memory, _edits()["drag"], cond, uncond,
+                         with_overrides(settings, grad_pass="partial"))
+    both = measured_edit(random_backend, memory, _edits()["drag"], cond, uncond, with_overrides(settings, batch_cfg=True))
     assert (full.latent - part.latent).abs().max() < 1e-5 and (full.latent - both.latent).abs().max() < 1e-4
     g = full.stats["guided_steps"]
     assert part.stats["forward_grad_partial"] == g and part.stats["forward"] == full.stats["forward"] + g
@@ -127,7 +137,7 @@ def test_partial_grad_pass_and_batched_cfg_give_the_same_edit(random_backend, me
 
 
 def test_memory_extrapolation_counts_int8_fp16_recompute_and_the_reference(memory):
-    from dragon_core.perf import extrapolate_memory
+    from dragon_lab.perf import extrapolate_memory
 
     m = extrapolate_memory(memory, 50)
     kv_numel = sum(t.numel() for t in memory.kv.values()) / STEPS

@@ -15,6 +15,7 @@ from dragon_core.regions import (
     check_mask,
     check_points,
     dilate,
+    erode,
     moved_mask,
     outside_fraction,
     point_patch,
@@ -213,7 +214,7 @@ import numpy as np
 import torch.nn.functional as F
 from hypothesis.extra.numpy import arrays
 
-from dragon_core.editing import Drag, Move, Paste, Points
+from dragon_core.edits import Drag, Move, Paste, Points
 from dragon_core.regions import MASK_THRESHOLD
 
 # DRAGON_HYPOTHESIS_EXAMPLES=5000 runs a deeper (still derandomized) search locally.
@@ -402,3 +403,14 @@ def test_move_and_paste_edits_are_built_or_refused_with_a_value_error(m, dx, dy,
             continue
         assert 0.1 <= edit.scale <= 10 and math.isfinite(edit.dx) and math.isfinite(edit.dy)
         assert outside_fraction(m, edit.transform()) <= 0.02
+
+
+def test_erode_shrinks_by_one_cell_and_undoes_dilate_on_a_square():
+    m = torch.zeros(10, 10)
+    m[2:7, 3:8] = 1
+    inner = erode(m, 1)
+    assert torch.equal(inner[3:6, 4:7], torch.ones(3, 3)) and inner.sum() == 9
+    assert torch.equal(erode(dilate(m, 1), 1), m)
+    edge = torch.zeros(6, 6)
+    edge[:3, :3] = 1  # touches the image border: the border itself does not erode it
+    assert erode(edge, 1)[0, 0] == 1 and erode(edge, 1)[2, 2] == 0

@@ -143,8 +143,8 @@ GUARDED_EDIT = textwrap.dedent("""
 
     from dragon_core import Move, default_settings, edit_image, invert_with_memory
     from dragon_core.diffusers_backend import load_shapes_backend
-    from dragon_core.shapes_model import load_config
-    from dragon_core.shapes_world import random_scene
+    from dragon_demo.shapes_model import load_config
+    from dragon_demo.shapes_world import random_scene
     from dragon_core.images import array_to_tensor
 
     scene = random_scene(8)

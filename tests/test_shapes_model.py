@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dragon_core import shapes_eval as ev
-from dragon_core import shapes_world as sw
-from dragon_core.shapes_model import (
+from dragon_lab import shapes_eval as ev
+from dragon_demo import shapes_world as sw
+from dragon_demo.shapes_model import (
     ASSET_DIR,
     CONTEXT_TOKENS,
     UNET_CONFIG,
@@ -72,9 +72,9 @@ def test_bundled_model_files_are_fp16_safetensors_and_match_the_config():
 
 def test_samples_are_recognisable_shapes_scenes(shapes):
     """Acceptance: most samples hold a palette-coloured object of plausible size on a
-    background that is not noise (colour segmentation; see dragon_core.shapes_eval).
+    background that is not noise (colour segmentation; see dragon_lab.shapes_eval).
     Measured on 64 samples (model-report): objects 100%, not noise 83%."""
-    from dragon_core.model_report import held_out_scenes, prompt_colour_rate, sample_scenes
+    from dragon_lab.model_report import held_out_scenes, prompt_colour_rate, sample_scenes
 
     backend, enc = shapes
     cfg = load_config()["sampling"]
@@ -91,7 +91,7 @@ def test_samples_are_recognisable_shapes_scenes(shapes):
 
 def test_inversion_reconstructs_held_out_scenes(shapes):
     """Acceptance: DDIM inversion + sampling (50 steps, no CFG) >= 30 dB; 20-scene mean is in model_report.json."""
-    from dragon_core.model_report import held_out_scenes, reconstruction_psnr
+    from dragon_lab.model_report import held_out_scenes, reconstruction_psnr
 
     backend, enc = shapes
     spacing = load_config()["sampling"]["spacing"]
@@ -101,7 +101,7 @@ def test_inversion_reconstructs_held_out_scenes(shapes):
 
 def test_untrained_model_does_not_reconstruct(random_backend):
     """Control: the PSNR bound above is not met by chance."""
-    from dragon_core.model_report import held_out_scenes, reconstruction_psnr
+    from dragon_lab.model_report import held_out_scenes, reconstruction_psnr
 
     enc = ShapesTextEncoder()
     assert max(reconstruction_psnr(random_backend, enc, held_out_scenes(1), 20, "comfy_uniform")) < 25
@@ -122,12 +122,12 @@ def test_palette_segmentation_finds_real_objects():
 
 def test_bundled_config_carries_the_code_defaults():
     """config.json's sampling and edit defaults equal the constants an export writes."""
-    from dragon_core.shapes_model import EDIT_DEFAULTS, SAMPLING
+    from dragon_demo.shapes_model import EDIT_DEFAULTS, SAMPLING
 
     cfg = load_config()
     assert cfg["sampling"] == SAMPLING
     assert cfg["edit_defaults"] == json.loads(json.dumps(EDIT_DEFAULTS))
-    from dragon_core.editing import default_settings
+    from dragon_core.settings import default_settings
 
     for kind, values in EDIT_DEFAULTS.items():
         s = default_settings(kind, cfg["edit_defaults"])

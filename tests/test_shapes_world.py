@@ -1,4 +1,4 @@
-"""Tests for dragon_core.shapes_world: the seeded scene generator and its exact ground truth.
+"""Tests for dragon_demo.shapes_world: the seeded scene generator and its exact ground truth.
 
 Edits are checked against what the renderer must give *exactly* (moved masks and
 object pixels are shifted copies, untouched pixels are bit-identical), and the
@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dragon_core import shapes_world as sw
+from dragon_demo import shapes_world as sw
+from dragon_lab import edit_cases as ec
 
 N = 32
 SEEDS = range(300)
@@ -117,7 +118,7 @@ def moves(seeds=SEEDS):
     for seed in seeds:
         scene = sw.random_scene(seed)
         for i in range(len(scene.objects)):
-            dx, dy = sw.random_move(rng, scene, i)
+            dx, dy = ec.random_move(rng, scene, i)
             yield scene, i, int(dx), int(dy)
 
 
@@ -132,7 +133,7 @@ def single_object_moves(draw):
     obj = sw.ShapeObject(shape, colour, cx, cy, r)
     dx = draw(st.integers(math.ceil(r + 1 - cx), math.floor(N - r - 1 - cx)))
     dy = draw(st.integers(math.ceil(r + 1 - cy), math.floor(N - r - 1 - cy)))
-    assume(sw.fits(dataclasses.replace(obj, cx=cx + dx, cy=cy + dy), N, 1))
+    assume(ec.fits(dataclasses.replace(obj, cx=cx + dx, cy=cy + dy), N, 1))
     # the moved centre must be exactly representable (e.g. 3.55 + 5 rounds in float64): otherwise
     # the data itself is not an exact shift, and a sample lying on an edge may fall either way
     assume(Fraction(cx + dx) == Fraction(cx) + dx and Fraction(cy + dy) == Fraction(cy) + dy)
@@ -180,7 +181,7 @@ def test_random_scene_invariants_over_many_seeds():
         assert 1 <= len(objs) <= 3
         assert len({o.colour for o in objs}) == len(objs), "colours must be distinct"
         for o in objs:
-            assert sw.fits(o, N, margin=1.0), (seed, o)
+            assert ec.fits(o, N, margin=1.0), (seed, o)
             assert 0.13 * N <= o.size <= 0.27 * N
         for i, p in enumerate(objs):
             for q in objs[i + 1 :]:
@@ -220,7 +221,7 @@ def test_random_scene_other_sizes(size):
         scene = sw.random_scene(seed, size=size)
         img = scene.render()
         assert scene.size == size and img.shape == (size, size, 3) and img.dtype == np.float32
-        assert all(sw.fits(o, size, 1.0) for o in scene.objects)
+        assert all(ec.fits(o, size, 1.0) for o in scene.objects)
         assert all(m.shape == (size, size) and m.dtype == bool for m in scene.masks())
 
 
@@ -418,7 +419,7 @@ def test_resized_area_centre_and_bbox():
             for scale in (0.5, 0.8, 1.25, 1.6):
                 r = scene.resized(i, scale)
                 ro = r.objects[i]
-                if not sw.fits(ro, N, 1.0):
+                if not ec.fits(ro, N, 1.0):
                     continue
                 assert (ro.cx, ro.cy, ro.shape, ro.colour) == (o.cx, o.cy, o.shape, o.colour)
                 assert ro.size == pytest.approx(o.size * scale)
@@ -463,7 +464,7 @@ def test_resized_property(shape, r, cx, cy, scale):
     scene = sw.Scene(N, flat(), (sw.ShapeObject(shape, "red", cx, cy, r),))
     big = scene.resized(0, scale)
     o = big.objects[0]
-    assume(sw.fits(o, N, 0.0))
+    assume(ec.fits(o, N, 0.0))
     c = cov(o)
     # coverage integrates to the true area (supersampling error is per boundary pixel)
     assert abs(c.sum() - true_area(o)) <= 0.125 * perimeter(o) + 1
@@ -669,7 +670,7 @@ def test_bad_object_index(edit, index):
         "resized": lambda: scene.resized(index, 1.1),
         "recoloured": lambda: scene.recoloured(index, "red"),
         "shape_mask": lambda: scene.shape_mask(index),
-        "random_move": lambda: sw.random_move(np.random.default_rng(0), scene, index),
+        "random_move": lambda: ec.random_move(np.random.default_rng(0), scene, index),
     }[edit]
     with pytest.raises(IndexError, match=rf"index {index} out of range.*3 objects"):
         call()
@@ -699,32 +700,32 @@ def test_random_move_keeps_object_inside_and_moves_far_enough(min_dist):
         scene = sw.random_scene(seed)
         for i, o in enumerate(scene.objects):
             try:
-                dx, dy = sw.random_move(rng, scene, i, min_dist=min_dist)
+                dx, dy = ec.random_move(rng, scene, i, min_dist=min_dist)
             except ValueError:
                 assert min_dist > 4.0  # an object at most 0.27 * 32 px always has room to move 4 px
                 continue
             assert float(dx).is_integer() and float(dy).is_integer()
             assert math.hypot(dx, dy) >= min_dist
             moved = scene.moved(i, dx, dy).objects[i]
-            assert sw.fits(moved, N, margin=1.0)
+            assert ec.fits(moved, N, margin=1.0)
             n += 1
     assert n > 250
     # reproducible from the generator state
     scene = sw.random_scene(4)
-    assert sw.random_move(np.random.default_rng(3), scene, 0) == sw.random_move(np.random.default_rng(3), scene, 0)
+    assert ec.random_move(np.random.default_rng(3), scene, 0) == ec.random_move(np.random.default_rng(3), scene, 0)
 
 
 def test_random_move_without_room_raises():
     scene = sw.Scene(N, flat(), (sw.ShapeObject("square", "red", 16.0, 16.0, 14.5),))
     with pytest.raises(ValueError, match="object 0 has no room"):
-        sw.random_move(np.random.default_rng(0), scene, 0)
+        ec.random_move(np.random.default_rng(0), scene, 0)
 
 
 def test_fits():
     o = sw.ShapeObject("disc", "red", 10.0, 10.0, 4.0)
-    assert sw.fits(o, 20) and sw.fits(o, 20, 6.0) and not sw.fits(o, 20, 6.5)
-    assert not sw.fits(dataclasses.replace(o, cx=3.0), 20)
-    assert not sw.fits(dataclasses.replace(o, cy=17.0), 20)
+    assert ec.fits(o, 20) and ec.fits(o, 20, 6.0) and not ec.fits(o, 20, 6.5)
+    assert not ec.fits(dataclasses.replace(o, cx=3.0), 20)
+    assert not ec.fits(dataclasses.replace(o, cy=17.0), 20)
 
 
 # -- shading and shadows -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import torch
 from safetensors.torch import load_file
 
-from dragon_core.train_shapes import CKPT, CKPT_META, batches, export, make_batch, train
+from dragon_lab.train_shapes import CKPT, CKPT_META, batches, export, make_batch, train
 
 
 def test_batches_are_a_function_of_seed_and_step():

@@ -174,7 +174,7 @@ def test_any_prediction_type_via_denoised(dragon_nodes, reference, conditioning,
     import json
     import math
 
-    from dragon_core.shapes_model import ASSET_DIR
+    from dragon_demo.shapes_model import ASSET_DIR
 
     cfg = json.loads((ASSET_DIR / "config.json").read_text())
     cfg["schedule"]["prediction_type"] = "v_prediction"
@@ -384,10 +384,11 @@ STEPS = 10
 
 
 def _move_case():
-    from dragon_core.bench import make_case
-    from dragon_core.editing import Move, default_settings
+    from dragon_lab.bench import make_case
+    from dragon_core.edits import Move
+    from dragon_core.settings import default_settings
     from dragon_core.images import array_to_tensor
-    from dragon_core.shapes_model import EDIT_DEFAULTS
+    from dragon_demo.shapes_model import EDIT_DEFAULTS
 
     case = make_case("move", 0).edit_case
     mask = torch.from_numpy(case.scene.masks()[case.index].astype("float32"))
@@ -396,14 +397,19 @@ def _move_case():
 
 
 def _edit(backend, image, edit, settings, cond, uncond):
-    from dragon_core.editing import plan_edit, run_edit
+    from dragon_core.planning import plan_edit
+    from dragon_core.sampler import run_edit
     from dragon_core.memory import invert_with_memory
 
+    from dragon_lab.instrument import InstrumentedBackend
+
     memory = invert_with_memory(backend, image, cond, steps=STEPS, spacing="comfy_uniform")
+    counted = InstrumentedBackend(backend, max(memory.policy.feature_levels))  # counts the passes it runs
     # A node must plan and sample outside inference mode: run_edit takes gradients itself
     # (see test_run_edit_inside_inference_mode_keeps_its_guidance).
     with torch.inference_mode(False):
-        result = run_edit(backend, memory, plan_edit(edit, memory, settings), cond, uncond, settings)
+        result = run_edit(counted, memory, plan_edit(edit, memory, settings), cond, uncond, settings)
+    result.stats.update(counted.counts)
     return memory, result
 
 
@@ -435,7 +441,8 @@ def test_move_edit_matches_diffusers(dragon_nodes, user_model, reference_edit):
 
 
 def test_run_edit_inside_inference_mode_keeps_its_guidance(dragon_nodes, user_model, reference_edit):
-    from dragon_core.editing import plan_edit, run_edit
+    from dragon_core.planning import plan_edit
+    from dragon_core.sampler import run_edit
 
     case, image, edit, settings = _move_case()
     ref_memory, ref_result = reference_edit

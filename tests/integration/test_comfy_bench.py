@@ -14,10 +14,10 @@ STEPS = 20
 
 
 def test_bench_scores_match_the_diffusers_backend(dragon_nodes):
-    from dragon_core.bench import KINDS, make_case, run_case
+    from dragon_lab.bench import KINDS, make_case, run_case
     from dragon_core.diffusers_backend import load_shapes_backend
-    from dragon_core.editing import default_settings
-    from dragon_core.shapes_model import load_config
+    from dragon_core.settings import default_settings
+    from dragon_demo.shapes_model import load_config
 
     defaults = load_config()["edit_defaults"]
     diff_backend, enc = load_shapes_backend()

@@ -28,7 +28,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-# ComfyUI's unet_config for dragon_core.shapes_model.UNET_CONFIG: exactly what
+# ComfyUI's unet_config for dragon_demo.shapes_model.UNET_CONFIG: exactly what
 # comfy.model_detection.detect_unet_config derives from the converted weights,
 # plus the attention heads (which the detector cannot see: a model config class
 # adds them as unet_extra_config). Note: comfy.supported_models.SD15 would force
@@ -85,7 +85,7 @@ BATCH = 2
 @pytest.fixture(scope="module")
 def diffusers_unet(comfy):
     pytest.importorskip("diffusers")
-    from dragon_core.shapes_model import build_unet
+    from dragon_demo.shapes_model import build_unet
 
     torch.manual_seed(1234)
     unet = build_unet().eval()
@@ -197,7 +197,7 @@ def test_apply_model_eps_matches_diffusers(comfy, diffusers_unet, comfy_patcher,
 
 def test_schedule_matches_diffusers(comfy, comfy_patcher):
     """ComfyUI's default discrete schedule is SD's scaled_linear (0.00085 .. 0.012, 1000 steps)."""
-    from dragon_core.shapes_model import SCHEDULE
+    from dragon_demo.shapes_model import SCHEDULE
 
     assert SCHEDULE["beta_schedule"] == "scaled_linear" and SCHEDULE["num_train_timesteps"] == 1000
     betas = torch.linspace(SCHEDULE["beta_start"] ** 0.5, SCHEDULE["beta_end"] ** 0.5, 1000, dtype=torch.float64) ** 2

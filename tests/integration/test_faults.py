@@ -348,9 +348,9 @@ def test_no_node_input_is_a_file_path_an_upload_or_a_file_list(env):
 def test_a_memory_of_two_images_is_refused_as_base_and_as_reference(env):
     """The Inversion node refuses batches, so only code can make such a memory; the sampler
     still refuses it by name (base memory, appearance reference)."""
-    from dragon_core.editing import Appearance
+    from dragon_core.edits import Appearance
     from dragon_core.memory import MemoryPolicy, default_feature_levels, invert_with_memory
-    from dragon_core.shapes_world import random_scene
+    from dragon_demo.shapes_world import random_scene
 
     shapes_comfy, sampler_nodes = _pack("shapes_comfy"), _pack("sampler_nodes")
     scene = random_scene(8)

@@ -81,17 +81,19 @@ def _move_graph(env, case, name: str) -> tuple[dict, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def move_case():
-    from dragon_core import shapes_world as sw
+    from dragon_lab import edit_cases as ec
 
-    return sw.random_edit_case(1001, "move")
+    return ec.random_edit_case(1001, "move")
 
 
 def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
     from dragon_core.diffusers_backend import load_shapes_backend
-    from dragon_core.editing import Move, default_settings, edit_image
+    from dragon_core.edits import Move
+    from dragon_core.sampler import edit_image
+    from dragon_core.settings import default_settings
     from dragon_core.images import array_to_tensor
     from dragon_core.memory import invert_with_memory
-    from dragon_core.shapes_model import load_config
+    from dragon_demo.shapes_model import load_config
 
     case = move_case
     g, (dx, dy) = _move_graph(comfy_env, case, "move")
@@ -179,7 +181,7 @@ def test_cross_branch_attention_patch_works_with_comfyuis_ksampler(comfy_env, mo
     """ComfyUI's KSamplerAdvanced from the inverted latent under another prompt (the
     edited object's colour changed): on the patched model (decoder self-attention
     reads the memory) the result stays nearer the original than on the plain model."""
-    from dragon_core import shapes_world as sw
+    from dragon_demo import shapes_world as sw
 
     case = move_case
     image, _ = _write_inputs(comfy_env, case, "xattn")
@@ -220,10 +222,10 @@ def test_cross_branch_attention_patch_works_with_comfyuis_ksampler(comfy_env, mo
 
 
 def test_every_edit_node_runs_in_one_graph(comfy_env):
-    from dragon_core import shapes_world as sw
+    from dragon_lab import edit_cases as ec
 
-    base = sw.random_edit_case(7, "move")
-    ref = sw.random_edit_case(8, "move")
+    base = ec.random_edit_case(7, "move")
+    ref = ec.random_edit_case(8, "move")
     image, mask = _write_inputs(comfy_env, base, "all")
     rimage, rmask = _write_inputs(comfy_env, ref, "all_ref")
     g = _base_graph(image, base.scene.prompt())

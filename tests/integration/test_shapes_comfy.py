@@ -27,7 +27,7 @@ def test_shapes_model_loads_as_a_comfyui_model(comfy, dragon_nodes, user_model, 
     from test_comfy_unet_equivalence import SHAPES_COMFY_UNET_CONFIG
 
     from dragon_core.schedule import alphas_cumprod_from_config
-    from dragon_core.shapes_model import load_config
+    from dragon_demo.shapes_model import load_config
 
     sc = dragon_nodes.shapes_comfy
     model = user_model.model
@@ -51,7 +51,7 @@ def test_shapes_model_loads_as_a_comfyui_model(comfy, dragon_nodes, user_model, 
 
 
 def test_loader_refuses_a_config_comfyui_cannot_represent(dragon_nodes):
-    from dragon_core.shapes_model import UNET_CONFIG
+    from dragon_demo.shapes_model import UNET_CONFIG
 
     with pytest.raises(ValueError, match="norm_num_groups"):
         dragon_nodes.shapes_comfy.comfy_unet_config(dict(UNET_CONFIG, norm_num_groups=16))
@@ -62,7 +62,7 @@ def test_loader_refuses_a_config_comfyui_cannot_represent(dragon_nodes):
 def test_weights_that_do_not_fit_the_config_are_refused(dragon_nodes):
     from safetensors.torch import load_file
 
-    from dragon_core.shapes_model import ASSET_DIR
+    from dragon_demo.shapes_model import ASSET_DIR
 
     sc = dragon_nodes.shapes_comfy
     cfg = sc.model_config().unet_config

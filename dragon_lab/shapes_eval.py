@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shapes_world import PALETTE, SHADING
+from dragon_demo.shapes_world import PALETTE, SHADING
 
 # An object pixel is its palette colour times a shading factor in [1 - SHADING,
 # 1 + SHADING] (clipped); accept a little more for generated images.

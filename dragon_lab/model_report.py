@@ -1,6 +1,6 @@
 """Measure a shapes model against its acceptance checks and write a sample grid.
 
-    python -m dragon_core model-report --out demo_out/report
+    python -m dragon_lab model-report --out demo_out/report
 
 Prints and returns: sample rates by colour segmentation (objects found, clean
 and not-noise backgrounds, prompt colours present) and DDIM inversion +
@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import ddim
+from dragon_core import ddim
+from dragon_core.images import array_to_tensor, grid, save_png
+from dragon_demo import shapes_world as sw
+
 from . import shapes_eval as ev
-from . import shapes_world as sw
-from .images import array_to_tensor, grid, save_png
 
 HELD_OUT_SEED = 2026
 

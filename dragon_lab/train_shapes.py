@@ -5,8 +5,8 @@ generators seeded with (seed, k), so a run that resumes from its checkpoint
 continues exactly where it stopped. Checkpoints are safetensors (model, EMA and
 AdamW state) plus a JSON sidecar; no pickle. The loss log is a CSV.
 
-    python -m dragon_core train --out runs/shapes32 --steps 6000
-    python -m dragon_core export --run runs/shapes32 --out dragon_core/assets/shapes32
+    python -m dragon_lab train --out runs/shapes32 --steps 6000
+    python -m dragon_lab export --run runs/shapes32 --out dragon_demo/assets/shapes32
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import shapes_world as sw
-from .schedule import alphas_cumprod_from_config
-from .shapes_model import SCHEDULE, ShapesTextEncoder, build_unet, save_model, scene_tokens
+from dragon_core.schedule import alphas_cumprod_from_config
+from dragon_demo import shapes_world as sw
+from dragon_demo.shapes_model import SCHEDULE, ShapesTextEncoder, build_unet, save_model, scene_tokens
 
 CKPT = "checkpoint.safetensors"
 CKPT_META = "checkpoint.json"

@@ -1,4 +1,4 @@
-"""``python -m dragon_core perf``: the reference schedule and the efficient default side by side.
+"""``python -m dragon_lab perf``: the reference schedule and the efficient default side by side.
 
 In one process, alternating per edit (reference, then efficient, on the same
 memory, weights and seeds), on
@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import cost
-from .editing import Drag, Move, default_settings, edit_image, with_overrides
-from .memory import default_policy, invert_with_memory
+from dragon_core.edits import Drag, Move
+from dragon_core.memory import default_policy, invert_with_memory
+from dragon_core.settings import default_settings, with_overrides
+
+from .instrument import measured_edit, peak_rss_bytes, reset_peak
 
 COST_KEYS = ("forward_equiv", "peak_rss_bytes", "seconds", "cpu_seconds")
 
@@ -49,23 +51,16 @@ def _row(model: str, kind: str, res_ref: Any, res_eff: Any, extra: dict[str, Any
 
 
 def _pair(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: Any) -> tuple[Any, Any]:
-    ref = edit_image(backend, mem, edit, cond, uncond, with_overrides(settings, schedule="reference"))
-    eff = edit_image(backend, mem, edit, cond, uncond, with_overrides(settings, schedule="efficient"))
+    ref = measured_edit(backend, mem, edit, cond, uncond, settings, "reference")
+    eff = measured_edit(backend, mem, edit, cond, uncond, settings)
     for r in (ref, eff):
         r.stats["memory_bytes_reference_impl"] = reference_memory_bytes(mem)
     return ref, eff
 
 
-def _one_backward(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: Any, ref: Any) -> dict:
-    """The efficient schedule with one backward pass of E_edit + E_con (an approximation)."""
-    one = edit_image(backend, mem, edit, cond, uncond, with_overrides(settings, energy_backward="one"))
-    return {"stats": one.stats, "ratio_to_reference": _ratios(one, ref, ("forward_equiv", "seconds", "cpu_seconds")),
-            "latent": one.latent}
-
-
 def _low_memory(backend: Any, lean: Any, edit: Any, cond: Any, uncond: Any, settings: Any, eff: Any) -> dict:
     """The efficient schedule on a recompute memory (latents only) against the default memory."""
-    res = edit_image(backend, lean, edit, cond, uncond, settings)
+    res = measured_edit(backend, lean, edit, cond, uncond, settings)
     return {"stats": res.stats, "max_latent_diff_to_default": float((res.latent - eff.latent).abs().max()),
             "ratio_to_default": _ratios(res, eff, ("memory_bytes",) + COST_KEYS)}
 
@@ -86,10 +81,11 @@ def reference_memory_bytes(mem: Any) -> int:
 
 
 def run_shapes(kinds: tuple[str, ...], n: int, steps: int, paper_schedule: bool, log: Any) -> list[dict[str, Any]]:
-    from .bench import _grow, _mask_t, _to_img, make_case
-    from .diffusers_backend import load_shapes_backend
-    from .images import array_to_tensor
-    from .shapes_model import ASSET_DIR, load_config
+    from dragon_core.diffusers_backend import load_shapes_backend
+    from dragon_core.images import array_to_tensor
+    from dragon_demo.shapes_model import ASSET_DIR, load_config
+
+    from .bench import grow, make_case, mask_tensor, to_image
 
     backend, enc = load_shapes_backend()
     cfg = load_config(ASSET_DIR)
@@ -102,13 +98,13 @@ def run_shapes(kinds: tuple[str, ...], n: int, steps: int, paper_schedule: bool,
             mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing)
             m = case.scene.masks()[case.index]
             if kind == "move":
-                edit: Any = Move(_mask_t(m), case.dx, case.dy, case.scale)
+                edit: Any = Move(mask_tensor(m), case.dx, case.dy, case.scale)
             else:
                 ys, xs = np.nonzero(m)
                 h = torch.tensor([[xs.mean() + 0.5, ys.mean() + 0.5]], dtype=torch.float32)
                 t = h + torch.tensor([[case.dx, case.dy]], dtype=torch.float32)
-                region = _grow(m | case.target.masks()[case.index], 2)
-                edit = Drag(h, t, (case.scene.size, case.scene.size), _mask_t(region))
+                region = grow(m | case.target.masks()[case.index], 2)
+                edit = Drag(h, t, (case.scene.size, case.scene.size), mask_tensor(region))
             if paper_schedule:  # the official demo's schedule (CFG 4, time travel 3, regional SDE 0.4)
                 settings = default_settings(kind, None, feature_scale=1.0, time_travel=3, flexibility=0.4)
                 label = f"shapes32 paper-schedule {steps} steps"
@@ -116,10 +112,8 @@ def run_shapes(kinds: tuple[str, ...], n: int, steps: int, paper_schedule: bool,
                 settings = default_settings(kind, cfg.get("edit_defaults"), cfg=float(cfg["sampling"]["cfg"]))
                 label = f"shapes32 model defaults cfg {cfg['sampling']['cfg']} {steps} steps"
             ref, eff = _pair(backend, mem, edit, cond, uncond, settings)
-            diff = float(np.abs(_to_img(ref.latent) - _to_img(eff.latent)).max())
-            one = _one_backward(backend, mem, edit, cond, uncond, settings, ref)
-            one["max_pixel_diff_to_reference"] = float(np.abs(_to_img(ref.latent) - _to_img(one.pop("latent"))).max())
-            extra = {"case": k, "max_pixel_diff": diff, "one_backward": one}
+            diff = float(np.abs(to_image(ref.latent) - to_image(eff.latent)).max())
+            extra = {"case": k, "max_pixel_diff": diff}
             if paper_schedule:  # the low-memory option's cost on a full 50-step schedule
                 lean = invert_with_memory(backend, mem.trajectory.z_0, cond, steps=steps, spacing=spacing,
                                           policy=default_policy(backend, recompute=True))
@@ -165,8 +159,8 @@ def sd_settings(kind: str, steps: int, guided: int) -> Any:
 
 def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: int, log: Any
            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from .diffusers_backend import DiffusersBackend
-    from .schedule import scaled_linear_alphas_cumprod
+    from dragon_core.diffusers_backend import DiffusersBackend
+    from dragon_core.schedule import scaled_linear_alphas_cumprod
 
     rows, extra = [], {}
     for lat in sizes:
@@ -177,9 +171,9 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
         g = torch.Generator().manual_seed(1)
         z0 = torch.randn(1, 4, lat, lat, generator=g)
         cond, uncond = torch.randn(1, 77, 768, generator=g), torch.randn(1, 77, 768, generator=g)
-        cost.reset_peak()
+        reset_peak()
         mem = invert_with_memory(backend, z0, cond, steps=steps, spacing="leading", model_id="sd15-random")
-        inv_peak = cost.peak_rss_bytes()
+        inv_peak = peak_rss_bytes()
         lean = invert_with_memory(backend, z0, cond, steps=steps, spacing="leading", model_id="sd15-random",
                                   policy=default_policy(backend, recompute=True))
         for kind in kinds:
@@ -203,14 +197,13 @@ SAVINGS = {
     "efficient (default)": {},
     "grad_pass=partial": {"grad_pass": "partial"},
     "batch_cfg": {"batch_cfg": True},
-    "energy_backward=one (approximation)": {"energy_backward": "one"},
 }
 
 
 def run_savings(kind: str, lat: int, steps: int, guided: int, log: Any) -> list[dict[str, Any]]:
     """Each saving on its own against the efficient default, on the SD1.5-architecture random UNet."""
-    from .diffusers_backend import DiffusersBackend
-    from .schedule import scaled_linear_alphas_cumprod
+    from dragon_core.diffusers_backend import DiffusersBackend
+    from dragon_core.schedule import scaled_linear_alphas_cumprod
 
     backend = DiffusersBackend(build_sd15(lat), scaled_linear_alphas_cumprod())
     g = torch.Generator().manual_seed(1)
@@ -220,7 +213,7 @@ def run_savings(kind: str, lat: int, steps: int, guided: int, log: Any) -> list[
     settings = sd_settings(kind, steps, guided)
     rows, base = [], None
     for name, kw in SAVINGS.items():
-        res = edit_image(backend, mem, sd_edit(kind, lat), cond, uncond, with_overrides(settings, **kw))
+        res = measured_edit(backend, mem, sd_edit(kind, lat), cond, uncond, with_overrides(settings, **kw))
         base = base or res
         row = {"model": f"sd15-random {lat * 8}x{lat * 8} {steps} steps, {guided} guided", "kind": kind,
                "variant": name, "stats": res.stats,

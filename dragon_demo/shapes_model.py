@@ -69,7 +69,7 @@ SCHEDULE: dict[str, Any] = {
 # CFG 3 follows the prompt's colours far better than 1 (56 vs 39 of 63 in a test batch).
 SAMPLING: dict[str, Any] = {"cfg": 3.0, "spacing": "comfy_uniform"}
 
-# Edit settings calibrated on the shapes bench (python -m dragon_core bench; 6 move
+# Edit settings calibrated on the shapes bench (python -m dragon_lab bench; 6 move
 # cases per variant), overriding editing.PAPER_DEFAULTS:
 # - CFG 1: under CFG this pixel model drifts in colour away from its inversion;
 # - no start-latent copy for move/drag: pasting inverted pixel-space noise elsewhere

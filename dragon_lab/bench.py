@@ -1,6 +1,6 @@
 """Shapes-world benchmark: every edit scored against its re-rendered ground truth.
 
-    python -m dragon_core bench --quick --json bench_out/bench.json --sheet bench_out/sheet.png
+    python -m dragon_lab bench --quick --json bench_out/bench.json --sheet bench_out/sheet.png
 
 A fixed, seeded suite of scenes per edit type. Each case runs DragonDiffusion
 and two baselines on the same inversion: "no guidance" (start-latent
@@ -32,11 +32,15 @@ import numpy as np
 import torch
 
 from . import shapes_eval as ev
-from . import shapes_world as sw
-from .editing import (Appearance, Drag, EditSettings, Move, Paste, Points, default_settings, edit_image,
-                      with_overrides)
-from .images import array_to_tensor, grid, save_png
-from .memory import STORAGE, default_policy, invert_with_memory
+from dragon_core.edits import Appearance, Drag, Move, Paste, Points
+from dragon_core.images import array_to_tensor, grid, save_png
+from dragon_core.memory import STORAGE, default_policy, invert_with_memory
+from dragon_core.sampler import edit_image
+from dragon_core.settings import EditSettings, default_settings, with_overrides
+from dragon_demo import shapes_world as sw
+
+from . import edit_cases as ec
+from .instrument import measured_edit
 
 BENCH_SEED = 7
 KINDS = ("move", "resize", "drag", "points", "appearance", "paste")
@@ -57,7 +61,7 @@ HIGHER_IS_BETTER = {"psnr": True, "bg_psnr": True, "iou": True, "vacated": True,
 @dataclass
 class Case:
     kind: str
-    edit_case: sw.EditCase
+    edit_case: ec.EditCase
 
 
 def make_case(kind: str, k: int, size: int = 32) -> Case:
@@ -66,21 +70,21 @@ def make_case(kind: str, k: int, size: int = 32) -> Case:
     for _ in range(500):
         seed = [BENCH_SEED, _KIND_SEED[kind], k, int(rng.integers(1 << 30))]
         if kind in ("move", "drag"):
-            base = sw.random_edit_case(seed, "move", size)
+            base = ec.random_edit_case(seed, "move", size)
             obj = base.scene.objects[base.index]
             ang = rng.uniform(0, 2 * math.pi)
             dist = rng.uniform(0.06, 0.25) * size
             dx, dy = round(dist * math.cos(ang)), round(dist * math.sin(ang))
             moved = sw.ShapeObject(obj.shape, obj.colour, obj.cx + dx, obj.cy + dy, obj.size)
-            if (dx or dy) and sw.fits(moved, size, 1) and _editable(base.scene.masks()[base.index], dx, dy, 1.0):
-                return Case(kind, sw.random_edit_case(seed, "move", size, base.index, float(dx), float(dy)))
+            if (dx or dy) and ec.fits(moved, size, 1) and _editable(base.scene.masks()[base.index], dx, dy, 1.0):
+                return Case(kind, ec.random_edit_case(seed, "move", size, base.index, float(dx), float(dy)))
         elif kind in ("resize", "points"):
-            base = sw.random_edit_case(seed, "resize", size)
+            base = ec.random_edit_case(seed, "resize", size)
             m = base.scene.masks()[base.index]
             if 0.7 <= base.scale <= 1.4 and m.sum() >= 20 and _editable(m, 0, 0, base.scale):
                 return Case(kind, base)
         else:
-            c = sw.random_edit_case(seed, kind, size)
+            c = ec.random_edit_case(seed, kind, size)
             if kind == "paste" and len(c.target.objects) > 4:
                 continue
             if c.scene.masks()[c.index if kind != "paste" else 0].sum() >= 1:
@@ -100,7 +104,7 @@ def _editable(mask: np.ndarray, dx: float, dy: float, scale: float) -> bool:
 
 
 def _border_mean(img: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    border = _grow(hole, 1) & ~hole
+    border = grow(hole, 1) & ~hole
     return img[border].mean(axis=0) if border.any() else img.reshape(-1, 3).mean(axis=0)
 
 
@@ -118,7 +122,7 @@ def _shift_nearest(arr: np.ndarray, mask: np.ndarray, dx: float, dy: float, scal
     return out, out_mask
 
 
-def naive(case: sw.EditCase) -> np.ndarray:
+def naive(case: ec.EditCase) -> np.ndarray:
     """Cut-and-paste in pixels; the hole gets the mean colour of its border."""
     img = case.scene.render().copy()
     if case.kind in ("move", "resize"):
@@ -150,7 +154,7 @@ def _psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> floa
     return 99.0 if mse <= 1e-10 else 10 * math.log10(1.0 / mse)
 
 
-def _grow(m: np.ndarray, r: int) -> np.ndarray:
+def grow(m: np.ndarray, r: int) -> np.ndarray:
     out = m.copy()
     for _ in range(r):
         g = out.copy()
@@ -162,12 +166,12 @@ def _grow(m: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def score(kind: str, case: sw.EditCase, result: np.ndarray) -> dict[str, float]:
+def score(kind: str, case: ec.EditCase, result: np.ndarray) -> dict[str, float]:
     """Metrics of one result (H, W, 3) in [0, 1] against the case's ground truth."""
     target = case.target.render()
     t_mask = case.target.masks()[case.index]
     s_mask = case.scene.masks()[case.index] if case.kind != "paste" else np.zeros_like(t_mask)
-    edit_region = _grow(s_mask | t_mask, 3)
+    edit_region = grow(s_mask | t_mask, 3)
     out = {"psnr": _psnr(result, target), "bg_psnr": _psnr(result, target, ~edit_region)}
     colour = case.target.objects[case.index].colour
     ty, tx = np.nonzero(t_mask)
@@ -208,15 +212,15 @@ def score(kind: str, case: sw.EditCase, result: np.ndarray) -> dict[str, float]:
 # -- running ------------------------------------------------------------------------------------------------
 
 
-def _to_img(x: torch.Tensor) -> np.ndarray:
+def to_image(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).cpu().numpy()
 
 
-def _mask_t(m: np.ndarray) -> torch.Tensor:
+def mask_tensor(m: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(m.astype(np.float32))
 
 
-def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSettings, spacing: str,
+def run_case(backend, encoder, kind: str, case: ec.EditCase, settings: EditSettings, spacing: str,
              steps: int = 50, sample_prompt: str = "input", memory: str = "int8") -> dict[str, Any]:
     """DragonDiffusion and the two baselines on one case; images and scores.
 
@@ -241,7 +245,7 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
     mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing,
                              policy=policy)
     if kind in ("move", "resize"):
-        edit = Move(_mask_t(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
+        edit = Move(mask_tensor(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
     elif kind == "points":  # landmark-style resize: 4 points around the centre move outward/inward
         obj = case.scene.objects[case.index]
         off = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]]) * 0.6 * obj.size
@@ -253,24 +257,24 @@ def run_case(backend, encoder, kind: str, case: sw.EditCase, settings: EditSetti
         ys, xs = np.nonzero(m)
         h = torch.tensor([[xs.mean() + 0.5, ys.mean() + 0.5]], dtype=torch.float32)
         t = h + torch.tensor([[case.dx, case.dy]], dtype=torch.float32)
-        region = _grow(m | case.target.masks()[case.index], 2)
-        edit = Drag(h, t, (case.scene.size, case.scene.size), _mask_t(region))
+        region = grow(m | case.target.masks()[case.index], 2)
+        edit = Drag(h, t, (case.scene.size, case.scene.size), mask_tensor(region))
     else:
         ref = case.reference
         rcond = encoder.encode(ref.prompt())
         rmem = invert_with_memory(backend, array_to_tensor(ref.render()), rcond, steps=steps, spacing=spacing,
                                   policy=policy)
-        rmask = _mask_t(ref.masks()[case.ref_index])
+        rmask = mask_tensor(ref.masks()[case.ref_index])
         if kind == "appearance":
-            edit = Appearance(_mask_t(case.scene.masks()[case.index]), rmem, rmask)
+            edit = Appearance(mask_tensor(case.scene.masks()[case.index]), rmem, rmask)
         else:
             edit = Paste(rmem, rmask, case.dx, case.dy, case.scale)
-    result = edit_image(backend, mem, edit, s_cond, uncond, settings)
+    result = measured_edit(backend, mem, edit, s_cond, uncond, settings)
     plain = edit_image(backend, mem, edit, s_cond, uncond,
                        with_overrides(settings, energy_scale=0.0, attention=False, copy_start=True,
                                       flexibility=0.0, time_travel=1))
-    imgs = {"input": case.scene.render(), "target": case.target.render(), "dragon": _to_img(result.latent),
-            "no_guidance": _to_img(plain.latent), "naive": naive(case)}
+    imgs = {"input": case.scene.render(), "target": case.target.render(), "dragon": to_image(result.latent),
+            "no_guidance": to_image(plain.latent), "naive": naive(case)}
     if case.reference is not None:
         imgs["reference"] = case.reference.render()
     scores = {m: score(kind, case, imgs[m]) for m in ("dragon", "no_guidance", "naive")}

@@ -1,0 +1,124 @@
+"""How an edit is sampled: :class:`EditSettings`, the paper's defaults per edit kind, and
+the memory policy that keeps only what given settings read.
+
+A model family brings its own calibrated overrides (the bundled shapes model's
+``config.json``, a ComfyUI MODEL's ``model_options``); without them the paper's
+Stable Diffusion settings apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .edits import EDIT_KINDS
+from .memory import MemoryPolicy
+
+GRAD_PASSES = ("full", "partial")
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """How an edit is sampled. ``energy_scale`` multiplies the energy gradients
+    (the reference method's slider x 1e3 x 0.08 for move, x 0.04 otherwise)."""
+
+    cfg: float = 4.0
+    energy_scale: float = 40.0
+    w_edit: float = 4.0
+    w_content: float = 6.0
+    w_contrast: float = 0.2
+    w_inpaint: float = 0.8
+    guide_until: float = 0.6  # guided steps: s < guide_until * N ...
+    guide_every_until: float = 0.2  # ... every step before this fraction, even steps after
+    attention: bool = True
+    attention_mode: str | None = None  # None: the edit's default (move: replace, drag/points: concat, ...)
+    attention_start: int = 5
+    attention_end: int | None = None
+    flexibility: float = 0.0  # regional SDE eta inside the edit region (DiffEditor), middle steps
+    flexibility_window: tuple[float, float] = (0.2, 0.4)  # fraction of steps: 10 < s < 20 of 50
+    time_travel: int = 1  # passes per step in the window (3 in DiffEditor)
+    time_travel_window: tuple[float, float] = (0.4, 0.6)  # even steps 20 < s < 30 of 50
+    feature_scale: float = 1.0  # energy grid = latent size x this (SD: 2)
+    copy_start: bool = True  # start latent: copy the inverted object region to its destination
+    copy_until: float = 0.0  # ... and keep following the source's moved inversion there for this fraction of steps
+    background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
+    lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
+    point_region: float = 0.0  # drag/points without a mask: the points' box grown by this fraction of the side
+    reference_interior: bool = False  # appearance: the reference's mean feature over its mask eroded by one cell
+    # appearance: shift the start latent's per-channel mean inside the mask by this fraction of the way to
+    # the reference object's (its inverted latent under its mask); 0 = the reference method's start
+    appearance_start: float = 0.0
+    seed: int = 0
+    # run cond and uncond of each unguided step as one batch of 2 (same maths, float-level
+    # differences; faster where the device has spare parallelism, e.g. a GPU)
+    batch_cfg: bool = False
+    # guided steps: "full" takes the conditional eps from the grad pass (fewest passes); "partial"
+    # stops the grad pass after the last feature level and adds a no-grad full pass for eps (more
+    # FLOPs, less autograd memory: the decoder's last level keeps no activations)
+    grad_pass: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.grad_pass not in GRAD_PASSES:
+            raise ValueError(f"grad_pass must be one of {GRAD_PASSES}, got {self.grad_pass!r}")
+
+    def guided(self, s: int, n: int) -> bool:
+        return self.energy_scale != 0 and s < round(self.guide_until * n) and (
+            s < round(self.guide_every_until * n) or s % 2 == 0)
+
+    def flexible(self, s: int, n: int) -> bool:
+        lo, hi = self.flexibility_window
+        return self.flexibility > 0 and lo * n < s < hi * n
+
+    def repeats(self, s: int, n: int) -> int:
+        lo, hi = self.time_travel_window
+        return self.time_travel if (self.time_travel > 1 and self.energy_scale != 0 and lo * n < s < hi * n
+                                    and s % 2 == 0) else 1
+
+
+# Starting points from the official DragonDiffusion demo for Stable Diffusion 1.5
+# (energy slider x 1e3 x 0.08 (move) or 0.04 (others); CFG per edit; flexibility 0.4); features
+# compared on a grid of twice the latent size (image / 4), as the reference code resizes them.
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "move": dict(cfg=4.0, energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8,
+                 feature_scale=2.0),
+    "drag": dict(cfg=4.0, energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, feature_scale=2.0),
+    "points": dict(cfg=4.0, energy_scale=120.0, w_edit=12.0, w_content=0.0, w_contrast=0.0, feature_scale=2.0),
+    "appearance": dict(cfg=5.0, energy_scale=80.0, w_edit=3.5, w_content=5.0, feature_scale=2.0),
+    "paste": dict(cfg=4.0, energy_scale=60.0, w_edit=4.0, w_content=6.0, feature_scale=2.0),
+}
+DEFAULT_ATTENTION = {"move": "replace", "drag": "concat", "points": "concat", "appearance": "masked",
+                     "paste": "masked"}
+
+
+def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = None, **kw: Any) -> EditSettings:
+    """Settings for an edit kind: the paper's, then a model's calibrated ``overrides``, then ``kw``."""
+    if kind not in EDIT_KINDS:
+        raise ValueError(f"edit kind must be one of {EDIT_KINDS}, got {kind!r}")
+    values: dict[str, Any] = dict(PAPER_DEFAULTS[kind])
+    if kind in ("appearance", "paste"):
+        values.update(attention_start=0, attention_end=35)
+    values.update((overrides or {}).get(kind, {}))
+    values.update({k: v for k, v in kw.items() if v is not None})
+    if isinstance(values.get("flexibility_window"), list):
+        values["flexibility_window"] = tuple(values["flexibility_window"])
+    if isinstance(values.get("time_travel_window"), list):
+        values["time_travel_window"] = tuple(values["time_travel_window"])
+    return EditSettings(**values)
+
+
+def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, feature_levels: tuple[int, ...],
+                      base: MemoryPolicy | None = None) -> MemoryPolicy:
+    """A memory policy that keeps only what edits with these ``settings`` read at ``steps``:
+    K/V inputs from the attention's first step to its last, features on guided steps only.
+    (The default policy keeps every step: one memory then serves any edit settings.)"""
+    group = [settings] if isinstance(settings, EditSettings) else list(settings)
+    kv = {s for st in group if st.attention for s in range(steps)
+          if s >= st.attention_start and (st.attention_end is None or s <= st.attention_end)}
+    feats = {s for st in group for s in range(steps) if st.guided(s, steps)}
+    return replace(base or MemoryPolicy(), steps=frozenset(kv), feature_steps=frozenset(feats),
+                    feature_levels=feature_levels)
+
+
+def with_overrides(settings: EditSettings, **kw: Any) -> EditSettings:
+    """A copy of ``settings`` with the given non-None fields replaced."""
+    return replace(settings, **{k: v for k, v in kw.items() if v is not None})
