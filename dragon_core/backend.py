@@ -145,3 +145,16 @@ class Backend(Protocol):
         reports the outputs of at least every level but the last (full-resolution) one,
         whose output is the UNet's final map; the energies never read it."""
         ...
+
+
+def min_latent_side(backend: Backend) -> int:
+    """The smallest latent side this UNet takes: it halves the latent once per level below the top."""
+    return 2 ** (backend.decoder_levels() - 1)
+
+
+def check_latent_size(backend: Backend, hw: tuple[int, int]) -> None:
+    """ValueError if the latent is too small for the UNet (its GroupNorms would see one value)."""
+    need = min_latent_side(backend)
+    if min(hw) < need:
+        raise ValueError(f"the latent is {hw[1]}x{hw[0]} cells; this model needs at least {need}x{need} "
+                         f"(it halves the latent {need.bit_length() - 1} times): use a larger image")

@@ -94,7 +94,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from .ddim import psnr
 
     backend, enc = load_model(args)
-    img = load_png(args.image)
+    img = load_png(args.image, "--image")
     t0 = time.time()
     traj, recon = invert_image(backend, enc, img, args.prompt, args.steps, sampling(args)[1])
     out = Path(args.out)
@@ -120,7 +120,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
 def _mask_arg(path: str | None, size: tuple[int, int], name: str) -> torch.Tensor | None:
     if path is None:
         return None
-    m = load_mask(path)
+    m = load_mask(path, name=name)
     if m.shape != size:
         raise ValueError(f"{name} {path} is {m.shape[1]}x{m.shape[0]} pixels, the image is {size[1]}x{size[0]}")
     return torch.from_numpy(m.astype(np.float32))
@@ -143,9 +143,9 @@ def build_cli_edit(args: argparse.Namespace, backend, enc) -> CliEdit:
     from .edits import Appearance, Drag, Move, Paste, Points
     from .memory import STORAGE, default_policy, invert_with_memory
     from .regions import parse_points
-    from .settings import default_settings
+    from .settings import default_settings, setting_warnings
 
-    img = load_png(args.image)
+    img = load_png(args.image, "--image")
     size = img.shape[:2]
     lat = int(backend.unet.config.sample_size)
     if size != (lat, lat):
@@ -160,7 +160,7 @@ def build_cli_edit(args: argparse.Namespace, backend, enc) -> CliEdit:
     def reference():
         if not args.reference or not args.reference_mask:
             raise ValueError(f"{args.kind} needs --reference IMAGE and --reference-mask MASK")
-        rimg = load_png(args.reference)
+        rimg = load_png(args.reference, "--reference")
         if rimg.shape[:2] != size:
             raise ValueError(f"--reference {args.reference} is {rimg.shape[1]}x{rimg.shape[0]}, the image is "
                              f"{size[1]}x{size[0]}: resize it first")
@@ -190,6 +190,8 @@ def build_cli_edit(args: argparse.Namespace, backend, enc) -> CliEdit:
     settings = default_settings(kind, edit_defaults(args), cfg=args.cfg, energy_scale=args.energy_scale,
                                 seed=args.seed, flexibility=args.flexibility, time_travel=args.time_travel,
                                 attention=False if args.no_attention else None)
+    for line in setting_warnings(settings, default_settings(kind, edit_defaults(args))):
+        print(f"warning: --{line.replace('_', '-', 1)}", file=sys.stderr)
     return CliEdit(mem, edit, settings, cond, uncond, sheet)
 
 
@@ -206,6 +208,7 @@ def write_edit(args: argparse.Namespace, latent: torch.Tensor, stats: dict[str, 
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from .sampler import edit_image
+    from .settings import describe
 
     backend, enc = load_model(args)
     t0 = time.time()
@@ -214,7 +217,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     stats = dict(res.stats, seconds=round(time.time() - t0, 3))
     paths = write_edit(args, res.latent, stats, job.sheet)
     print(f"{args.kind} edit in {stats['seconds']:.1f}s (inversion included): {stats['steps']} steps, "
-          f"{stats['guided_steps']} guided")
+          f"{stats['guided_steps']} guided; {describe(job.settings)}")
     print_written(paths)
     return 0
 

@@ -47,21 +47,30 @@ def save_png(img: np.ndarray | torch.Tensor, path: str | Path, upscale: int = 1)
     return path
 
 
-def load_png(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) float32 in [0, 1] (alpha dropped, greyscale expanded)."""
+def _open(path: str | Path, name: str, what: str) -> Image.Image:
+    """The decoded image at ``path``; a one-line FileNotFoundError / ValueError naming ``name`` otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    with Image.open(path) as im:
+        raise FileNotFoundError(f"{name}: {what} file not found: {path}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{name}: {path} is not an image file Pillow can read (PNG, JPEG, WebP, ...): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return im
+
+
+def load_png(path: str | Path, name: str = "image") -> np.ndarray:
+    """Read an image file as (H, W, 3) float32 in [0, 1] (alpha dropped, greyscale expanded).
+    ``name`` (e.g. the command-line option) starts every error message."""
+    with _open(path, name, "image") as im:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_mask(path: str | Path, threshold: float = 0.5) -> np.ndarray:
+def load_mask(path: str | Path, threshold: float = 0.5, name: str = "mask") -> np.ndarray:
     """Read a mask file as bool (H, W): luminance >= ``threshold`` (in [0, 1]) is inside."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: {path}")
-    with Image.open(path) as im:
+    with _open(path, name, "mask") as im:
         return np.asarray(im.convert("L"), dtype=np.float32) / 255.0 >= threshold
 
 

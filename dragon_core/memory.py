@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import torch
 
 from . import ddim
-from .backend import AttnCall, Backend, FeatureCall, HookList, LayerKey, StopAfter, UNetHooks
+from .backend import AttnCall, Backend, FeatureCall, HookList, LayerKey, StopAfter, UNetHooks, check_latent_size
 
 
 @dataclass(frozen=True)
@@ -324,6 +324,7 @@ def invert_with_memory(
 ) -> FeatureMemory:
     """DDIM-invert ``z_0`` (no CFG) and record the memory in the same passes
     (``policy`` default: :func:`default_policy`)."""
+    check_latent_size(backend, tuple(z_0.shape[-2:]))
     if policy is None:
         policy = default_policy(backend)
     rec = None if policy.recompute else MemoryRecorder(policy, backend.decoder_self_attention_layers())

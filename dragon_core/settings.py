@@ -119,6 +119,31 @@ def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, f
                     feature_levels=feature_levels)
 
 
+# Above this multiple of the default energy scale the guidance overwhelms the denoiser: shapes model,
+# 2 cases per kind, 20 steps, PSNR to target at 1/2/4/8/16x the default: move 31,28 / 41,41 / 17,29 /
+# 13,19 / 12,14 dB; drag 21,18 / 20,24 / 19,23 / 15,23 / 12,12; appearance 27,22 / 28,21 / 30,20 / 23,18 /
+# 13,17 (`python scripts/energy_scale_sweep.py`).
+ENERGY_WARN_FACTOR = 4.0
+
+
+def setting_warnings(settings: EditSettings, default: EditSettings) -> list[str]:
+    """One line per setting so far from this edit's default that the result is likely broken,
+    naming the setting and what to do (the node and the command line print them)."""
+    out = []
+    if default.energy_scale > 0 and settings.energy_scale > ENERGY_WARN_FACTOR * default.energy_scale:
+        out.append(f"energy_scale {settings.energy_scale:g} is {settings.energy_scale / default.energy_scale:.0f}x "
+                   f"this edit's default ({default.energy_scale:g}): above {ENERGY_WARN_FACTOR:g}x the result usually "
+                   f"degrades, and by 8-16x it is noise; lower it or use the default (-1 in the node, no "
+                   f"--energy-scale on the command line)")
+    return out
+
+
+def describe(settings: EditSettings) -> str:
+    """The values an edit runs with, for the console line (after "-1 = default" was resolved)."""
+    return (f"cfg {settings.cfg:g}, energy_scale {settings.energy_scale:g}, guidance_end {settings.guide_until:g}, "
+            f"flexibility {settings.flexibility:g}, cross_attention {'on' if settings.attention else 'off'}")
+
+
 def with_overrides(settings: EditSettings, **kw: Any) -> EditSettings:
     """A copy of ``settings`` with the given non-None fields replaced."""
     return replace(settings, **{k: v for k, v in kw.items() if v is not None})

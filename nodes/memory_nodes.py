@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import torch
 from comfy_api.latest import io
 
+from dragon_core.backend import min_latent_side
 from dragon_core.memory import MAX_KV_LAYERS_PER_BLOCK, STORAGE, default_policy, invert_with_memory
 
 from .comfy_backend import ComfyBackend
 from .comfy_types import DragonMemory
 from .convert import InputError, OutOfMemory, is_out_of_memory, latent_samples, named_errors
-from .model_info import check_prompt, check_sd_unet, model_identity
+from .model_info import check_prompt, check_sd_unet, model_identity, pixels_per_latent
 from .progress import progress_callback
 
 SPACING = "comfy_uniform"  # ComfyUI's ddim_uniform timesteps (ends at sigma 0)
@@ -84,6 +86,7 @@ class Inversion(io.ComfyNode):
         # outside inference mode: the memory's tensors must be usable in the guidance's autograd graph
         try:
             with torch.inference_mode(False), torch.no_grad(), ComfyBackend(model) as backend:
+                _check_size(model, backend, z)
                 z0 = model.model.process_latent_in(z.detach().to(torch.float32).clone())
                 # layers by the core's structural rules (dragon_core.memory): SD1.x/2.x every decoder
                 # self-attention and output blocks 6, 9; SDXL a budgeted subset and output blocks 3, 6
@@ -109,6 +112,16 @@ class Inversion(io.ComfyNode):
                 f"normally system RAM): use fewer steps or a smaller image, or free memory (unload other "
                 f"models). ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
         return io.NodeOutput({"samples": inverted}, memory)
+
+
+def _check_size(model: Any, backend: ComfyBackend, z: torch.Tensor) -> None:
+    """InputError naming the image's pixel size when the latent is too small for the UNet."""
+    need, (h, w) = min_latent_side(backend), z.shape[-2:]
+    if min(h, w) < need:
+        px = pixels_per_latent(model)
+        raise InputError(f"latent: the image is {w * px}x{h * px} pixels; this model needs at least "
+                         f"{need * px}x{need * px} (its UNet halves the latent {need.bit_length() - 1} times): "
+                         f"use a larger image")
 
 
 NODES = [Inversion]

@@ -23,7 +23,7 @@ from dragon_core.attention import CrossBranchAttention
 from dragon_core.backend import AttnCall, LayerKey
 from dragon_core.planning import plan_edit
 from dragon_core.sampler import run_edit
-from dragon_core.settings import default_settings
+from dragon_core.settings import default_settings, describe, setting_warnings
 from dragon_core.memory import FeatureMemory
 
 from .comfy_backend import ComfyBackend
@@ -33,6 +33,8 @@ from .model_info import check_prompt, check_sd_unet, edit_defaults, model_identi
 from .progress import progress_callback
 
 AUTO = -1.0
+DEFAULT_NOTE = ("-1 = the default for this edit and model: the paper's for Stable Diffusion, calibrated values for "
+                "the shapes demo model. The values used are printed in the console.")
 SAMPLER = "DragonDiffusion Guided Sampler"
 ATTENTION_PATCH = "DragonDiffusion Cross-Branch Attention"
 # the edit node input that holds each kind of second memory
@@ -73,15 +75,16 @@ class GuidedSampler(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the regional noise (used when flexibility > 0)."),
                 io.Float.Input("cfg", default=AUTO, min=AUTO, max=30.0, step=0.1,
-                               tooltip="Classifier-free guidance scale (-1: the edit's default)."),
+                               tooltip="Classifier-free guidance scale. " + DEFAULT_NOTE),
                 io.Float.Input("energy_scale", default=AUTO, min=AUTO, max=100000.0, step=1.0,
-                               tooltip="Strength of the feature-correspondence guidance (-1: default; 0: none)."),
+                               tooltip="Strength of the feature-correspondence guidance (0: none; far above the "
+                                       "default the result turns to noise). " + DEFAULT_NOTE),
                 io.Float.Input("guidance_end", default=AUTO, min=AUTO, max=1.0, step=0.01,
                                tooltip="Guide the steps before this fraction of the schedule (every step in the "
-                                       "first 20%, then every other step; -1: default, 0.6 in the paper)."),
+                                       "first 20%, then every other step; 0.6 in the paper). " + DEFAULT_NOTE),
                 io.Float.Input("flexibility", default=AUTO, min=AUTO, max=1.0, step=0.05,
                                tooltip="Regional SDE noise in the edit region in the middle steps (DiffEditor); "
-                                       "more lets the content change more (-1: default)."),
+                                       "more lets the content change more. " + DEFAULT_NOTE),
                 io.Boolean.Input("cross_attention", default=True,
                                  tooltip="Self-attention reads the memory's keys/values (keeps the original's look)."),
             ],
@@ -108,6 +111,8 @@ class GuidedSampler(io.ComfyNode):
         settings = default_settings(kind, edit_defaults(model), cfg=_auto(cfg), energy_scale=_auto(energy_scale),
                                     guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
                                     attention=bool(cross_attention))
+        for line in setting_warnings(settings, default_settings(kind, edit_defaults(model))):
+            logging.warning("%s: %s", SAMPLER, line)
         done = [-1]  # the last finished step, for the out-of-memory message
         progress = progress_callback(memory.steps)
 
@@ -126,8 +131,8 @@ class GuidedSampler(io.ComfyNode):
                     raise
                 raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
-        logging.info("%s: %s edit, %s steps (%s guided passes), %.1f s", SAMPLER, kind, memory.steps,
-                     result.stats["guided_steps"], time.perf_counter() - t0)
+        logging.info("%s: %s edit, %s steps (%s guided passes), %s; %.1f s", SAMPLER, kind, memory.steps,
+                     result.stats["guided_steps"], describe(settings), time.perf_counter() - t0)
         return io.NodeOutput({"samples": samples})
 
 

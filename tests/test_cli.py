@@ -194,3 +194,32 @@ def test_lab_edit_measures_the_product_edit(tmp_path, capsys):
     stats = json.loads((tmp_path / "b" / "stats.json").read_text())
     assert stats["forward_grad"] == stats["guided_steps"] > 0 and stats["forward_equiv"] > 0
     assert "forward-equivalents" in capsys.readouterr().out
+
+
+def test_a_file_that_is_not_an_image_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.png").write_text("not a picture")
+    save_png(sw.random_scene(0).render(), tmp_path / "img.png")
+    assert main(["edit", "move", "--image", "notes.png", "--mask", "notes.png", "--dx", "3", "--out", "o",
+                 "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--image: notes.png is not an image file Pillow can read" in err and len(err.strip().splitlines()) == 1
+    assert main(["edit", "move", "--image", "img.png", "--mask", "notes.png", "--dx", "3", "--out", "o",
+                 "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--mask: notes.png is not an image file" in err and "Traceback" not in err
+
+
+def test_edit_warns_about_a_far_too_strong_energy_and_prints_the_values_used(tmp_path, capsys):
+    case = ec.random_edit_case(1001, "move")
+    save_png(case.scene.render(), tmp_path / "img.png")
+    save_png(case.scene.masks()[case.index].astype(np.float32)[..., None].repeat(3, 2), tmp_path / "mask.png")
+    argv = ["edit", "move", "--image", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
+            "--dx", str(case.dx), "--dy", str(case.dy), "--steps", "3", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and "energy_scale 240, guidance_end 1" in out.out
+    assert main(argv + ["--energy-scale", "5000"]) == 0
+    out = capsys.readouterr()
+    assert "warning: --energy-scale 5000 is 21x this edit's default (240)" in out.err and "noise" in out.err
+    assert "energy_scale 5000" in out.out

@@ -10,7 +10,7 @@ from dragon_core.attention import CrossBranchAttention, token_grid
 from dragon_core.edits import Appearance, Drag, Move, Paste, Points
 from dragon_core.planning import plan_edit
 from dragon_core.sampler import edit_image
-from dragon_core.settings import default_settings
+from dragon_core.settings import default_settings, with_overrides
 from dragon_core.memory import MemoryPolicy, invert_with_memory
 from dragon_core.regions import RegionError
 
@@ -351,3 +351,23 @@ def test_appearance_start_moves_the_region_mean_to_the_references(memory, random
         want = region_mean(z_T, lat) + frac * (region_mean(r_T, rlat) - region_mean(z_T, lat))
         assert torch.allclose(region_mean(start, lat), want, atol=1e-5)
     assert not torch.equal(plan.start_latent, z_T)
+
+
+def test_a_latent_too_small_for_the_unet_is_refused_by_name(random_backend):
+    """1-2 pixel images used to reach a raw GroupNorm error; the UNet halves the latent 3 times."""
+    from dragon_core.backend import min_latent_side
+
+    cond, _ = prompt_pair()
+    assert min_latent_side(random_backend) == 2 ** (random_backend.decoder_levels() - 1) == 8
+    with pytest.raises(ValueError, match=r"the latent is 2x2 cells; this model needs at least 8x8"):
+        invert_with_memory(random_backend, torch.zeros(1, 3, 2, 2), cond, steps=2, spacing="comfy_uniform")
+
+
+def test_settings_warn_only_far_above_the_default_energy():
+    from dragon_core.settings import ENERGY_WARN_FACTOR, describe, setting_warnings
+
+    base = default_settings("move")
+    assert setting_warnings(with_overrides(base, energy_scale=base.energy_scale * ENERGY_WARN_FACTOR), base) == []
+    (line,) = setting_warnings(with_overrides(base, energy_scale=base.energy_scale * 10), base)
+    assert line.startswith("energy_scale 400 is 10x this edit's default (40)")
+    assert describe(base) == "cfg 4, energy_scale 40, guidance_end 0.6, flexibility 0, cross_attention on"
