@@ -14,8 +14,12 @@ filled with the mean colour of its border). Metrics (see :func:`score`):
   colour, nearest the target) against the target's object mask / centroid (px).
 * ``vacated``: share of the vacated pixels no longer showing the object's colour.
 * ``area_ratio``: found area / (source area x scale^2) (resize, and points: a
-  landmark-style resize with four points around the object's centre).
-* ``colour_err``: mean RGB distance to the target inside the object (appearance).
+  landmark-style resize with four points around the object's centre), per case;
+  ``area_err`` = |area_ratio - 1| is what the table summarises.
+* ``colour_err``: mean RGB distance to the target inside the object (appearance);
+  ``colour_gap_left``: that distance over the input's (the share of the gap left).
+* ``colour_drift``: share of the target object's pixels showing another palette colour
+  (every kind but appearance; above 0.5 the case counts as a colour failure).
 * ``drag_ratio``: remaining / initial distance of the object centroid (drag).
 """
 
@@ -40,22 +44,23 @@ from dragon_core.settings import EditSettings, default_settings, with_overrides
 from dragon_demo import shapes_world as sw
 
 from . import edit_cases as ec
+from .bench_stats import area_error, summarise_cases
 from .instrument import measured_edit
 
 BENCH_SEED = 7
 KINDS = ("move", "resize", "drag", "points", "appearance", "paste")
 # each kind's seed stream: fixed per name, so adding a kind never changes another's cases
 _KIND_SEED = {"move": 0, "resize": 1, "drag": 2, "appearance": 3, "paste": 4, "points": 5}
+# what the table summarises per kind (every metric is an error or a score, never a signed ratio)
 METRICS = {
-    "move": ("psnr", "bg_psnr", "iou", "centroid_err", "vacated"),
-    "resize": ("psnr", "bg_psnr", "iou", "area_ratio"),
-    "points": ("psnr", "bg_psnr", "iou", "area_ratio"),
-    "drag": ("psnr", "bg_psnr", "iou", "drag_ratio"),
-    "appearance": ("psnr", "bg_psnr", "iou", "colour_err"),
-    "paste": ("psnr", "bg_psnr", "iou", "centroid_err"),
+    "move": ("psnr", "bg_psnr", "iou", "centroid_err", "vacated", "colour_drift"),
+    "resize": ("psnr", "bg_psnr", "iou", "area_err", "colour_drift"),
+    "points": ("psnr", "bg_psnr", "iou", "area_err", "colour_drift"),
+    "drag": ("psnr", "bg_psnr", "iou", "drag_ratio", "colour_drift"),
+    "appearance": ("psnr", "bg_psnr", "iou", "colour_err", "colour_gap_left"),
+    "paste": ("psnr", "bg_psnr", "iou", "centroid_err", "colour_drift"),
 }
-HIGHER_IS_BETTER = {"psnr": True, "bg_psnr": True, "iou": True, "vacated": True, "centroid_err": False,
-                    "colour_err": False, "drag_ratio": False, "area_ratio_err": False}
+METHODS = ("dragon", "no_guidance", "naive")
 
 
 @dataclass
@@ -204,9 +209,27 @@ def score(kind: str, case: ec.EditCase, result: np.ndarray) -> dict[str, float]:
     if kind in ("resize", "points"):
         src_area = float(s_mask.sum())
         out["area_ratio"] = area / (src_area * case.scale**2) if src_area else 0.0
-    if kind == "appearance":
+        out["area_err"] = area_error(out["area_ratio"])
+    if kind == "appearance":  # the colour gap to the target inside the object, and the share of it left
         out["colour_err"] = float(np.linalg.norm(result[t_mask] - target[t_mask], axis=-1).mean())
+        gap = float(np.linalg.norm(case.scene.render()[t_mask] - target[t_mask], axis=-1).mean())
+        out["colour_gap_left"] = out["colour_err"] / gap if gap > 0 else 0.0
+    else:
+        out["colour_drift"] = colour_drift(result, t_mask, colour)
     return out
+
+
+def colour_drift(result: np.ndarray, mask: np.ndarray, colour: str) -> float:
+    """Share of ``mask``'s pixels that show another palette colour than ``colour`` in ``result``
+    (the edited object turned into something else; background pixels count as neither)."""
+    if not mask.any():
+        return 0.0
+    names = list(sw.PALETTE)
+    dist = np.stack([ev.colour_distance(result[mask], sw.PALETTE[c]) for c in names])
+    nearest = dist.argmin(axis=0)
+    coloured = dist.min(axis=0) <= ev.COLOUR_TOLERANCE
+    other = coloured & (nearest != names.index(colour))
+    return float(other.mean())
 
 
 # -- running ------------------------------------------------------------------------------------------------
@@ -286,7 +309,8 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
               kinds: tuple[str, ...] = KINDS, n: int | None = None, steps: int = 50, sample_prompt: str = "input",
               sheet: str | Path | None = None, json_path: str | Path | None = None, memory: str = "int8",
               seed: int | None = None) -> dict[str, Any]:
-    """Run the suite; print and return per-kind means for each method."""
+    """Run the suite; return per-case scores and, per kind and method, each metric's mean, median
+    and worst (``bench_stats``)."""
     n = n or (2 if quick else 12)
     t0 = time.time()
     table: dict[str, Any] = {}
@@ -296,10 +320,8 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
         settings = default_settings(ed_kind, defaults, seed=seed)
         rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps, sample_prompt,
                          memory) for k in range(n)]
-        table[kind] = {
-            method: {m: float(np.mean([r["scores"][method].get(m, np.nan) for r in rows])) for m in METRICS[kind]}
-            for method in ("dragon", "no_guidance", "naive")
-        }
+        table[kind] = summarise_cases(rows, METRICS[kind], METHODS)
+        table[kind]["cases"] = [{"k": k, "edit": r["case"].params(), "scores": r["scores"]} for k, r in enumerate(rows)]
         table[kind]["seconds_per_edit"] = float(np.mean([r["seconds"] for r in rows]))
         numeric = [k for k, v in rows[0]["stats"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         table[kind]["stats"] = {k: float(np.mean([r["stats"][k] for r in rows])) for k in numeric}
@@ -319,13 +341,23 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
 
 
 def format_table(result: dict[str, Any]) -> str:
+    """Per kind and metric: DragonDiffusion's mean / median / worst, the baselines' means; then the
+    cases whose edited object changed colour."""
+    def f(v: float) -> str:
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
+
     lines = [f"shapes-world bench: {result['cases_per_kind']} cases per edit, {result['steps']} steps, "
              f"{result['seconds']}s", "",
-             "| edit | metric | DragonDiffusion | no guidance | naive |", "|---|---|---|---|---|"]
+             "| edit | metric | DragonDiffusion mean / median / worst | no guidance mean | naive mean |",
+             "|---|---|---|---|---|"]
     for kind, rows in result["table"].items():
         for m in METRICS[kind]:
-            vals = [rows[meth][m] for meth in ("dragon", "no_guidance", "naive")]
-            lines.append(f"| {kind} | {m} | " + " | ".join(f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}" for v in vals) + " |")
+            d = rows["dragon"][m]
+            lines.append(f"| {kind} | {m} | {f(d['mean'])} / {f(d['median'])} / {f(d['worst'])} | "
+                         f"{f(rows['no_guidance'][m]['mean'])} | {f(rows['naive'][m]['mean'])} |")
+    drift = {k: rows["dragon"]["colour_failures"] for k, rows in result["table"].items()}
+    lines.append("")
+    lines.append("colour changed (DragonDiffusion, cases): " + ", ".join(f"{k} {v}" for k, v in drift.items()))
     lines.append("")
     lines.append("sheet columns: input | reference (appearance/paste) | target | DragonDiffusion | no guidance | naive")
     return "\n".join(lines)

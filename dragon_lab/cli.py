@@ -115,8 +115,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg, spacing = sampling(args)
     defaults = edit_defaults(args)
     paths, sheet, runs = [], [], {}
-    extra_metric = {"move": "centroid_err", "resize": "area_ratio", "drag": "drag_ratio", "points": "area_ratio",
-                    "appearance": "colour_err", "paste": "centroid_err"}
+    extra_metric = {"move": "centroid_err", "resize": "area_err", "drag": "drag_ratio", "points": "area_err",
+                    "appearance": "colour_gap_left", "paste": "centroid_err"}
     for kind in KINDS:
         case = make_case(kind, args.seed).edit_case
         settings = default_settings("move" if kind == "resize" else kind, defaults)

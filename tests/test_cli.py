@@ -160,7 +160,9 @@ def test_bench_quick_scores_against_ground_truth(tmp_path):
     r = run_bench(backend, enc, quick=True, defaults=load_config().get("edit_defaults"), kinds=("move",), n=1,
                   steps=10, sheet=tmp_path / "s.png", json_path=tmp_path / "b.json")
     assert set(r["table"]["move"]) >= {"dragon", "no_guidance", "naive"}
-    assert json.loads((tmp_path / "b.json").read_text())["table"]["move"]["dragon"]["iou"] >= 0
+    saved = json.loads((tmp_path / "b.json").read_text())["table"]["move"]
+    assert set(saved["dragon"]["iou"]) == {"mean", "median", "worst", "n"} and saved["dragon"]["iou"]["n"] == 1
+    assert saved["cases"][0]["scores"]["dragon"]["iou"] == saved["dragon"]["iou"]["worst"]
     assert (tmp_path / "s.png").is_file() and "| move | iou |" in format_table(r)
 
 
