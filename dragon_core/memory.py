@@ -15,7 +15,7 @@ default, see below) on ``device`` (the CPU, i.e. ComfyUI's offload device, by de
 only for the steps, layers and feature levels asked for. ``dtype=torch.int8`` (the
 default) keeps each tensor as int8 with one fp32 scale per channel (absmax / 127
 over the tokens or positions): half of fp16, about 0.5% relative RMS error, which
-changes edits far less than the seed does (README "Performance"); a float
+changes edits far less than the seed does (docs/performance.md); a float
 ``dtype`` (e.g. ``torch.float16``) stores the tensors as they are. One memory serves any
 number of edits: nothing in it changes after recording.
 
@@ -25,7 +25,7 @@ latent trajectory and the inversion's conditioning; the editing sampler calls
 for that step (same latent, timestep and conditioning, so the same tensors) and
 holds that one step's K/V inputs and features until the next step. It costs one
 no-grad UNet pass per step that reads the memory and keeps a few MiB instead of
-hundreds (README "Performance").
+hundreds (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def default_kv_layers(layers: Iterable[LayerKey],
     every decoder self-attention (the reference method's memory). SDXL's
     10-deep blocks (output blocks 0-2) keep transformer indices 0 and 9, its 2-deep
     blocks (3-5) both: 12 of 36 layers, 45 MiB instead of 105 MiB per step at
-    1024x1024 (see the README's memory figures). Layers not kept run as plain
+    1024x1024 (see docs/model-families.md's memory figures). Layers not kept run as plain
     self-attention in the edit. ``max_per_block=None`` keeps all.
     """
     layers = sorted(layers)

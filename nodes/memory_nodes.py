@@ -4,7 +4,7 @@ The memory (the core's :class:`FeatureMemory`) is recorded in the inversion's
 own UNet passes: the latent trajectory, the decoder self-attention inputs
 (``norm1(x)``, half the size of K and V; all of them for SD1.x/2.x, a budgeted
 subset of SDXL's 10-deep blocks) and the two mid-decoder feature maps, layers
-chosen by the structural rules of ``dragon_core.memory`` (README "Layer selection"),
+chosen by the structural rules of ``dragon_core.memory`` (docs/model-families.md, "Layer selection"),
 fp16 on ComfyUI's offload device. One memory serves any number of edits
 (the edit nodes and the sampler only read it), so there is no separate
 "capture" node: capturing from an existing trajectory would need the same
@@ -52,10 +52,10 @@ class Inversion(io.ComfyNode):
                 io.Int.Input("attention_per_block", default=MAX_KV_LAYERS_PER_BLOCK, min=0, max=64, optional=True,
                              tooltip="Self-attention layers remembered per decoder block (spread from first to "
                                      "last); 0 = all. SD1.x/2.x have one per block (all are kept); SDXL's 10-deep "
-                                     "blocks make a full memory 1.8x larger (README: SDXL memory)."),
+                                     "blocks make a full memory 1.8x larger (docs/model-families.md: SDXL memory)."),
                 io.Combo.Input("storage", options=list(STORAGE), default="int8", optional=True,
                                tooltip="How the memory is kept. int8: per-channel int8, half of fp16 (changes "
-                                       "edits far less than the seed does; README: Performance). fp16. "
+                                       "edits far less than the seed does; docs/performance.md). fp16. "
                                        "recompute: keep only the latents and rerun each step's inversion pass "
                                        "during the edit (one more UNet pass per step, a few MiB instead of "
                                        "hundreds; not usable by the Cross-Branch Attention patch)."),

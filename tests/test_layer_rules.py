@@ -1,5 +1,5 @@
 """The structural layer rules of dragon_core.memory, without a model: what they pick for
-SD1.x/SD2.x, SDXL and the shapes model's decoders (README "Layer selection")."""
+SD1.x/SD2.x, SDXL and the shapes model's decoders (docs/model-families.md, "Layer selection")."""
 
 import pytest
 

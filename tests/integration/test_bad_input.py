@@ -3,13 +3,13 @@
 Every case in ``CASES`` is one prompt that differs from a good move edit of a
 shapes scene by the bad input. It must either fail with a message that names
 the node and the input and says what to do (checked word for word against the
-table in README.md's "Reliability" section, so the README shows what a user
+table in docs/reliability.md, so the docs show what a user
 really sees), be refused by ComfyUI's own validation before anything runs, or
 run and give a finite picture (documented behaviour, such as soft masks).
 Between cases the executor keeps its cache, as a server does; the last test
 runs the good edit again and gets the same picture as before every failure.
 
-``UPDATE_README_TABLE=1`` rewrites the README table from a full run.
+``UPDATE_README_TABLE=1`` rewrites that table from a full run.
 
 Run: ``COMFYUI_PATH=/path/to/ComfyUI OMP_NUM_THREADS=1 python -m pytest -q
 tests/integration/test_bad_input.py`` (skipped without ``COMFYUI_PATH``).
@@ -33,7 +33,7 @@ from graphs import guided_sampler, shapes_scene
 torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+README = ROOT / "docs" / "reliability.md"  # the page that holds the bad-input table
 TABLE_START, TABLE_END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
 STEPS = 4
 
@@ -202,10 +202,10 @@ def _ksampler(latent: list) -> dict:
 @dataclass
 class Case:
     id: str
-    what: str  # what the careless user did (the README's second column)
+    what: str  # what the careless user did (the table's second column)
     nodes: dict = field(default_factory=dict)  # added or replaced nodes
     change: Callable[[dict], None] | None = None
-    runs: str = ""  # for inputs that are accepted: what happens (the README says "runs: ...")
+    runs: str = ""  # for inputs that are accepted: what happens (the table says "runs: ...")
 
 
 SD15_INV = {"sd": {"class_type": "DragonTest_TinyModel", "inputs": {"kind": "sd15"}},
@@ -294,6 +294,14 @@ CASES = [
     Case("scale-nan", "scale NaN (sent through the API: NaN passes ComfyUI's min/max check)",
          _move(scale=math.nan)),
     Case("sampler-nan", "cfg NaN on the Guided Sampler (through the API)", change=_set("out", cfg=math.nan)),
+    Case("sampler-energy-huge", "energy_scale 5000 on the Guided Sampler (21x the move default)",
+         change=_set("out", energy_scale=5000.0),
+         runs="a console warning names energy_scale, says the result degrades and to lower it or use -1"),
+    Case("image-tiny", "a 2x2 pixel image to the Inversion",
+         {"tiny": {"class_type": "ImageScale", "inputs": {"image": ["scene", 0], "upscale_method": "nearest-exact",
+                                                          "width": 2, "height": 2, "crop": "disabled"}},
+          "tlat": {"class_type": "VAEEncode", "inputs": {"pixels": ["tiny", 0], "vae": ["vae", 0]}}},
+         change=_set("inv", latent=["tlat", 0])),
     # -- steps
     Case("steps-zero", "Inversion steps 0", change=_set("inv", steps=0)),
     Case("steps-one", "Inversion steps 1", change=_set("inv", steps=1)),
@@ -424,7 +432,7 @@ def _cell(kind: str, message: str, case: Case) -> str:
 
 def _readme_rows() -> dict[str, tuple[str, str]]:
     text = README.read_text()
-    assert TABLE_START in text and TABLE_END in text, "README.md lacks the bad-input table markers"
+    assert TABLE_START in text and TABLE_END in text, "docs/reliability.md lacks the bad-input table markers"
     table = text[text.index(TABLE_START) + len(TABLE_START):text.index(TABLE_END)]
     rows = {}
     for line in table.strip().splitlines()[2:]:
@@ -454,8 +462,19 @@ def test_bad_input(env, case):
     if os.environ.get("UPDATE_README_TABLE"):
         return
     rows = _readme_rows()
-    assert case.id in rows, f"README.md's bad-input table has no row for {case.id}; run with UPDATE_README_TABLE=1"
+    assert case.id in rows, f"docs/reliability.md's bad-input table has no row for {case.id}; run with UPDATE_README_TABLE=1"
     assert rows[case.id] == (case.what, SEEN[case.id])
+
+
+def test_the_values_used_and_a_far_too_strong_energy_reach_the_console(env, caplog):
+    g = _base()
+    g["out"]["inputs"]["energy_scale"] = 5000.0
+    g["save"]["inputs"]["filename_prefix"] = "bad_input_energy"
+    with caplog.at_level("INFO"):
+        env.run(g)
+    text = caplog.text
+    assert "energy_scale 5000 is 21x this edit's default (240)" in text and "noise" in text
+    assert "move edit, 4 steps" in text and "energy_scale 5000, guidance_end 1" in text
 
 
 def test_after_every_failure_the_good_edit_gives_the_same_picture(env):

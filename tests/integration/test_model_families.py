@@ -6,7 +6,7 @@ model configs (``comfy.supported_models``: SD15, SD20 as a v-prediction model, S
 with its transformer depths 2 and 10 and its ``y`` vector conditioning) with small
 channels and explicitly initialised random weights (comfy ops leave them
 uninitialised). Everything runs inside ``torch.inference_mode()``, as ComfyUI's
-executor runs nodes. These tests back the README's support table.
+executor runs nodes. These tests back the support table in docs/model-families.md.
 
 Run: ``COMFYUI_PATH=/path/to/ComfyUI OMP_NUM_THREADS=1 python -m pytest -q tests/integration/test_model_families.py``.
 """
