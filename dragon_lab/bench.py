@@ -50,7 +50,7 @@ from .instrument import measured_edit
 BENCH_SEED = 7
 KINDS = ("move", "resize", "drag", "points", "appearance", "paste")
 # each kind's seed stream: fixed per name, so adding a kind never changes another's cases
-_KIND_SEED = {"move": 0, "resize": 1, "drag": 2, "appearance": 3, "paste": 4, "points": 5}
+KIND_SEED = {"move": 0, "resize": 1, "drag": 2, "appearance": 3, "paste": 4, "points": 5}
 # what the table summarises per kind (every metric is an error or a score, never a signed ratio)
 METRICS = {
     "move": ("psnr", "bg_psnr", "iou", "centroid_err", "vacated", "colour_drift"),
@@ -71,9 +71,9 @@ class Case:
 
 def make_case(kind: str, k: int, size: int = 32) -> Case:
     """Case ``k`` of an edit kind: moves of 6-25% of the side, scales 0.7-1.4."""
-    rng = np.random.default_rng([BENCH_SEED, _KIND_SEED[kind], k])
+    rng = np.random.default_rng([BENCH_SEED, KIND_SEED[kind], k])
     for _ in range(500):
-        seed = [BENCH_SEED, _KIND_SEED[kind], k, int(rng.integers(1 << 30))]
+        seed = [BENCH_SEED, KIND_SEED[kind], k, int(rng.integers(1 << 30))]
         if kind in ("move", "drag"):
             base = ec.random_edit_case(seed, "move", size)
             obj = base.scene.objects[base.index]
@@ -81,12 +81,12 @@ def make_case(kind: str, k: int, size: int = 32) -> Case:
             dist = rng.uniform(0.06, 0.25) * size
             dx, dy = round(dist * math.cos(ang)), round(dist * math.sin(ang))
             moved = sw.ShapeObject(obj.shape, obj.colour, obj.cx + dx, obj.cy + dy, obj.size)
-            if (dx or dy) and ec.fits(moved, size, 1) and _editable(base.scene.masks()[base.index], dx, dy, 1.0):
+            if (dx or dy) and ec.fits(moved, size, 1) and editable(base.scene.masks()[base.index], dx, dy, 1.0):
                 return Case(kind, ec.random_edit_case(seed, "move", size, base.index, float(dx), float(dy)))
         elif kind in ("resize", "points"):
             base = ec.random_edit_case(seed, "resize", size)
             m = base.scene.masks()[base.index]
-            if 0.7 <= base.scale <= 1.4 and m.sum() >= 20 and _editable(m, 0, 0, base.scale):
+            if 0.7 <= base.scale <= 1.4 and m.sum() >= 20 and editable(m, 0, 0, base.scale):
                 return Case(kind, base)
         else:
             c = ec.random_edit_case(seed, kind, size)
@@ -97,7 +97,7 @@ def make_case(kind: str, k: int, size: int = 32) -> Case:
     raise RuntimeError(f"no {kind} case found")
 
 
-def _editable(mask: np.ndarray, dx: float, dy: float, scale: float) -> bool:
+def editable(mask: np.ndarray, dx: float, dy: float, scale: float) -> bool:
     try:
         Move(torch.from_numpy(mask.astype(np.float32)), dx, dy, scale)
         return True

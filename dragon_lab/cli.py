@@ -226,11 +226,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"--kinds: unknown edit kind(s) {bad}; choose from {list(KINDS)}")
+    if args.held_out:
+        return _held_out(args, backend, enc, kinds, spacing, defaults)
     result = run_bench(backend, enc, quick=args.quick, defaults=defaults, spacing=spacing, kinds=kinds, n=args.n,
                        steps=args.steps, sheet=args.sheet, json_path=args.json, sample_prompt=args.sample_prompt,
                        memory=args.memory, seed=args.seed)
     print(format_table(result))
     print_written([Path(p) for p in (args.json, args.sheet) if p])
+    return 0
+
+
+def _held_out(args: argparse.Namespace, backend, enc, kinds: tuple[str, ...], spacing: str, defaults) -> int:
+    from .held_out import STRATA, format_held_out, run_held_out
+
+    strata = tuple(args.strata.split(",")) if args.strata else STRATA
+    if [s for s in strata if s not in STRATA]:
+        raise ValueError(f"--strata: choose from {list(STRATA)}")
+    prompts = tuple(args.prompts.split(","))
+    if [p for p in prompts if p not in ("input", "target", "empty")]:
+        raise ValueError("--prompts: a comma-separated subset of input, target, empty")
+    result = run_held_out(backend, enc, kinds, strata, args.n or 4, args.steps, prompts, defaults, spacing,
+                          args.memory)
+    print(format_held_out(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print_written([Path(args.json)])
     return 0
 
 
@@ -325,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prompt the edits sample under: the input scene's (default), the target's, or none")
     memory_arg(be)
     be.add_argument("--seed", type=int, default=None, help="the edits' seed (regional noise; default: the model's)")
+    be.add_argument("--held-out", action="store_true",
+                    help="the held-out stratified cases (seed 9001; calibration never uses them) instead of the "
+                         "tuning cases; --n cases per stratum (default 4)")
+    be.add_argument("--strata", default=None, help="held-out strata (default all: plain, occluded, occluding, small, "
+                                                   "textured, far)")
+    be.add_argument("--prompts", default="input,empty", help="held-out: sample prompts to run each case with")
     be.set_defaults(func=cmd_bench)
 
     pf = sub.add_parser("perf", help="reference schedule vs efficient default: passes, memory, RSS, time (JSON)")
