@@ -140,19 +140,21 @@ def outside_fraction(mask: torch.Tensor, t: Transform) -> float:
     return max(0.0, 1.0 - kept / total)
 
 
-def moved_mask(mask: torch.Tensor, t: Transform, name: str = "mask", tolerance: float = 0.02) -> torch.Tensor:
-    """The mask after transform ``t`` (image grid). Raises RegionError when more than
-    ``tolerance`` of the object's area would leave the image (a smaller part is clipped)."""
+MIN_KEPT = 0.01  # a move or resize that keeps less than this share of the object inside is refused
+
+
+def moved_mask(mask: torch.Tensor, t: Transform, name: str = "mask") -> torch.Tensor:
+    """The mask after transform ``t`` (image grid); the part that leaves the image is cropped
+    away, as a user expects of a move past the frame. Raises RegionError only when (almost)
+    nothing of the object would remain: under ``MIN_KEPT`` of it inside the image."""
     out = warp(mask.float(), t, tuple(mask.shape), mode="bilinear").clamp(0, 1)
-    lost = outside_fraction(mask, t)
-    if lost > tolerance:
+    if 1.0 - outside_fraction(mask, t) < MIN_KEPT:
         x0, y0, x1, y1 = bbox(mask)
         nx0, ny0 = t.apply(x0, y0)
         nx1, ny1 = t.apply(x1, y1)
         raise RegionError(
-            f"{name}: the edited object leaves the image ({100 * lost:.0f}% of it would be outside; "
-            f"its box would span x {nx0:.0f}..{nx1:.0f}, y {ny0:.0f}..{ny1:.0f} in a {mask.shape[1]}x{mask.shape[0]} "
-            f"image): reduce dx/dy or scale")
+            f"{name}: the edited object would leave the image entirely (its box would span x {nx0:.0f}..{nx1:.0f}, "
+            f"y {ny0:.0f}..{ny1:.0f} in a {mask.shape[1]}x{mask.shape[0]} image): reduce dx/dy or scale")
     return out
 
 

@@ -11,9 +11,9 @@ are the only ones any setting was calibrated on. Held-out cases come from ``HELD
 * ``occluding``: the edited object covers part of an earlier one;
 * ``small``: the edited object is under 6 px across (the model was trained on 8-17 px);
 * ``textured``: a textured background;
-* ``far``: moves of 15-25 % of the side (move, drag, paste).
-Moves that leave the frame in part are not a stratum yet: the method refuses them (issue 15
-item 4).
+* ``far``: moves of 15-25 % of the side (move, drag, paste);
+* ``outside``: moves that take 10-50 % of the object past the frame (move, paste): the part
+  outside is cropped away.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from .bench import KIND_SEED, METHODS, METRICS, editable, run_case
 from .bench_stats import summarise_cases
 
 HELD_OUT_SEED = 9001
-STRATA = ("plain", "occluded", "occluding", "small", "textured", "far")
+STRATA = ("plain", "occluded", "occluding", "small", "textured", "far", "outside")
 OFFSET_KINDS = ("move", "drag", "paste")
+OUTSIDE_KINDS = ("move", "paste")
 SMALL = 6.0  # px across
 # the one error per kind the summary table shows beside PSNR and IoU
 KEY_ERROR = {"move": "centroid_err", "resize": "area_err", "drag": "drag_ratio", "points": "area_err",
@@ -56,13 +57,16 @@ def strata_of(kind: str, case: ec.EditCase) -> set[str]:
         out.add("small")
     if kind in OFFSET_KINDS and math.hypot(case.dx, case.dy) >= 0.15 * case.scene.size:
         out.add("far")
+    if not ec.fits(obj, case.scene.size):
+        out.add("outside")
     return out or {"plain"}
 
 
 def applies(kind: str, stratum: str) -> bool:
     """Whether ``kind`` has cases in ``stratum`` (far: edits with an offset; a pasted object is drawn
     last, so nothing occludes it)."""
-    return not (stratum == "far" and kind not in OFFSET_KINDS) and not (stratum == "occluded" and kind == "paste")
+    return not ((stratum == "far" and kind not in OFFSET_KINDS) or (stratum == "outside" and kind not in OUTSIDE_KINDS)
+                or (stratum == "occluded" and kind == "paste"))
 
 
 def held_out_case(kind: str, stratum: str, k: int, size: int = 32) -> ec.EditCase:
@@ -72,12 +76,12 @@ def held_out_case(kind: str, stratum: str, k: int, size: int = 32) -> ec.EditCas
     if not applies(kind, stratum):
         raise ValueError(f"{kind} has no cases in the {stratum} stratum")
     rng = np.random.default_rng([HELD_OUT_SEED, KIND_SEED[kind], STRATA.index(stratum), k])
-    lo, hi = (0.15, 0.25) if stratum == "far" else (0.06, 0.15)
+    lo, hi = {"far": (0.15, 0.25), "outside": (0.15, 0.45)}.get(stratum, (0.06, 0.15))
     for _ in range(3000):
         case = _candidate(kind, rng, size, lo, hi)
         if case is not None and stratum == "small":
             case = _shrunk(case, float(rng.uniform(4.0, SMALL - 0.5)))
-        if case is not None and stratum in strata_of(kind, case) and _usable(kind, case):
+        if case is not None and stratum in strata_of(kind, case) and _usable(kind, case, stratum == "outside"):
             return case
     raise RuntimeError(f"no held-out {kind} case in stratum {stratum}")
 
@@ -117,10 +121,14 @@ def _shrunk(case: ec.EditCase, extent: float) -> ec.EditCase:
     return dataclasses.replace(case, scene=scene, target=target)
 
 
-def _usable(kind: str, case: ec.EditCase) -> bool:
-    """Inside the image, visible, and an edit the method accepts."""
+def _usable(kind: str, case: ec.EditCase, outside: bool = False) -> bool:
+    """Inside the image (``outside``: 10-50 % of it past the frame), visible, and an edit the method
+    accepts."""
     obj = case.target.objects[case.index]
-    if not ec.fits(obj, case.scene.size, 1):
+    if outside:
+        if not 0.1 <= _outside_share(obj, case.scene.size) <= 0.5:
+            return False
+    elif not ec.fits(obj, case.scene.size, 1):
         return False
     if kind == "paste":
         return len(case.target.objects) <= 4 and case.target.masks()[case.index].sum() >= 1
@@ -130,6 +138,14 @@ def _usable(kind: str, case: ec.EditCase) -> bool:
     if kind in ("resize", "points") and not 0.7 <= case.scale <= 1.4:
         return False
     return kind == "appearance" or editable(m, case.dx, case.dy, case.scale)
+
+
+def _outside_share(obj: sw.ShapeObject, size: int) -> float:
+    """The share of the object's area outside a ``size`` image (rendered on a canvas 3x as large)."""
+    big = sw.ShapeObject(obj.shape, obj.colour, obj.cx + size, obj.cy + size, obj.size)
+    cov = sw.coverage(big, 3 * size) >= sw.MASK_THRESHOLD
+    total = cov.sum()
+    return float(1 - cov[size:2 * size, size:2 * size].sum() / total) if total else 1.0
 
 
 def run_held_out(backend, encoder, kinds: tuple[str, ...], strata: tuple[str, ...] = STRATA, n: int = 4,

@@ -136,8 +136,9 @@ def test_masked_attention_selects_tokens_by_region(memory):
 def test_edit_validation_names_the_input():
     with pytest.raises(RegionError, match="mask is empty"):
         Move(torch.zeros(32, 32), 3, 0)
-    with pytest.raises(RegionError, match="leaves the image"):
+    with pytest.raises(RegionError, match="would leave the image entirely"):
         Move(_mask(), 30, 0)
+    assert Move(_mask(), 20, 0).transform().dx == 20  # part of it past the frame: cropped, not refused
     with pytest.raises(ValueError, match="no change"):
         Move(_mask(), 0, 0)
     with pytest.raises(ValueError, match="scale must be"):
