@@ -1,9 +1,15 @@
 """Write the user-facing example workflows (ComfyUI's UI format) into workflows/.
 
 Run: ``python scripts/make_workflows.py``. Each workflow is described here as
-nodes, widget values (in the node's widget order) and links; the ComfyUI
-integration test converts every file back to an API prompt against the real
-node definitions, validates it, and runs the shapes-model ones.
+nodes, widget values (in the node's widget order) and links, laid out in columns
+so that no node overlaps another (tests/test_workflows_layout.py checks it); the
+ComfyUI integration test converts every file back to an API prompt against the
+real node definitions, validates it, and runs the shapes-model ones.
+
+Stable Diffusion workflows start with a Note of the steps to take; after them they
+work with any photo: the photo is resized (centre crop) to the model's size, and the
+object is selected in the edit node's canvas editor (no mask to paint). The shapes
+demos run as they are and show their results upscaled 8x without smoothing.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "workflows"
+TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
+GAP = 36  # between the nodes of a column (room for the node's source badge), and between columns
 
 
 @dataclass
@@ -64,123 +72,183 @@ class Workflow:
             }
             if n.title:
                 d["title"] = n.title
+            if n.type == "MarkdownNote":
+                d.update(color="#432", bgcolor="#653")
             nodes.append(d)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": nodes,
                 "links": self.links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
+class Column:
+    """Nodes stacked top to bottom at one x, each below the last one's bottom (title bars counted)."""
+
+    def __init__(self, w: Workflow, x: int, width: int, y: int = 40) -> None:
+        self.w, self.x, self.width, self.y = w, x, width, y
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width + GAP
+
+    def add(self, type: str, widgets: list | None = None, inputs=(), outputs=(), height: int = 130,
+            title: str | None = None) -> Node:
+        n = self.w.add(type, (self.x, self.y), widgets, inputs, outputs, (self.width, height), title)
+        self.y += height + TITLE_HEIGHT + GAP
+        return n
+
+
 # -- the nodes used, with their sockets ---------------------------------------------------------------
 
-def shapes_model(w: Workflow, pos) -> Node:
-    return w.add("DragonDiff_ShapesModelLoader", pos, [], [], [("model", "MODEL")], (300, 60))
+def note(c: Column, text: str, height: int) -> Node:
+    """A Markdown note (frontend only: not part of the prompt)."""
+    return c.add("MarkdownNote", [text], height=height, title="Start here")
 
 
-def shapes_scene(w: Workflow, pos, seed: int, obj: int = 0) -> Node:
-    return w.add("DragonDiff_ShapesScene", pos, [seed, obj], [],
-                 [("image", "IMAGE"), ("mask", "MASK"), ("positive", "CONDITIONING"), ("prompt", "STRING")])
+def shapes_model(c: Column) -> Node:
+    return c.add("DragonDiff_ShapesModelLoader", [], [], [("model", "MODEL")], 60)
 
 
-def shapes_prompt(w: Workflow, pos, text: str, title: str | None = None) -> Node:
-    return w.add("DragonDiff_ShapesPrompt", pos, [text], [], [("conditioning", "CONDITIONING")], (300, 80), title)
+def shapes_scene(c: Column, seed: int, obj: int = 0, title: str | None = None) -> Node:
+    return c.add("DragonDiff_ShapesScene", [seed, obj], [],
+                 [("image", "IMAGE"), ("mask", "MASK"), ("positive", "CONDITIONING"), ("prompt", "STRING")], 150,
+                 title)
 
 
-def vae_loader(w: Workflow, pos, name: str = "pixel_space") -> Node:
-    return w.add("VAELoader", pos, [name], [], [("VAE", "VAE")], (300, 60))
+def shapes_prompt(c: Column, text: str, title: str | None = None) -> Node:
+    return c.add("DragonDiff_ShapesPrompt", [text], [], [("conditioning", "CONDITIONING")], 80, title)
 
 
-def vae_encode(w: Workflow, pos, image: Node, slot: int, vae: Node, vae_slot: int = 0) -> Node:
-    n = w.add("VAEEncode", pos, [], [("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")], (200, 50))
-    w.link(image, slot, n, "pixels")
-    w.link(vae, vae_slot, n, "vae")
+def vae_loader(c: Column, name: str = "pixel_space") -> Node:
+    return c.add("VAELoader", [name], [], [("VAE", "VAE")], 60)
+
+
+def vae_encode(c: Column, image: Node, slot: int, vae: Node, vae_slot: int = 0) -> Node:
+    n = c.add("VAEEncode", [], [("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")], 50)
+    c.w.link(image, slot, n, "pixels")
+    c.w.link(vae, vae_slot, n, "vae")
     return n
 
 
-def inversion(w: Workflow, pos, model: Node, latent: Node, positive: Node, pos_slot: int, steps: int = 50,
-              attention_per_block: int = 2, storage: str = "int8") -> Node:
+def inversion(c: Column, model: Node, latent: Node, positive: Node, pos_slot: int, steps: int = 50,
+              attention_per_block: int = 2, storage: str = "int8", title: str | None = None) -> Node:
     # attention_per_block: dragon_core.memory.MAX_KV_LAYERS_PER_BLOCK (all layers of SD1.x/2.x, a subset of SDXL's)
-    n = w.add("DragonDiff_Inversion", pos, [steps, attention_per_block, storage],
+    n = c.add("DragonDiff_Inversion", [steps, attention_per_block, storage],
               [("model", "MODEL"), ("latent", "LATENT"), ("positive", "CONDITIONING")],
-              [("inverted", "LATENT"), ("memory", "DRAGON_MEMORY")])
-    w.link(model, 0, n, "model")
-    w.link(latent, 0, n, "latent")
-    w.link(positive, pos_slot, n, "positive")
+              [("inverted", "LATENT"), ("memory", "DRAGON_MEMORY")], 150, title)
+    c.w.link(model, 0, n, "model")
+    c.w.link(latent, 0, n, "latent")
+    c.w.link(positive, pos_slot, n, "positive")
     return n
 
 
-def guided_sampler(w: Workflow, pos, model: Node, positive: Node, pos_slot: int, negative: Node, memory: Node,
+def guided_sampler(c: Column, model: Node, positive: Node, pos_slot: int, negative: Node, memory: Node,
                    edit: Node, seed: int = 0) -> Node:
-    n = w.add("DragonDiff_GuidedSampler", pos, [seed, "fixed", -1.0, -1.0, -1.0, -1.0, True],
+    n = c.add("DragonDiff_GuidedSampler", [seed, "fixed", -1.0, -1.0, -1.0, -1.0, True],
               [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-               ("memory", "DRAGON_MEMORY"), ("edit", "DRAGON_EDIT")], [("latent", "LATENT")], (320, 270))
-    w.link(model, 0, n, "model")
-    w.link(positive, pos_slot, n, "positive")
-    w.link(negative, 0, n, "negative")
-    w.link(memory, 1, n, "memory")
-    w.link(edit, 0, n, "edit")
+               ("memory", "DRAGON_MEMORY"), ("edit", "DRAGON_EDIT")], [("latent", "LATENT")], 290)
+    c.w.link(model, 0, n, "model")
+    c.w.link(positive, pos_slot, n, "positive")
+    c.w.link(negative, 0, n, "negative")
+    c.w.link(memory, 1, n, "memory")
+    c.w.link(edit, 0, n, "edit")
     return n
 
 
-def decode_and_show(w: Workflow, pos, latent: Node, vae: Node, prefix: str) -> Node:
-    d = w.add("VAEDecode", pos, [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (200, 50))
-    w.link(latent, 0, d, "samples")
-    w.link(vae, 0, d, "vae")
-    s = w.add("SaveImage", (pos[0] + 230, pos[1]), [prefix], [("images", "IMAGE")], [], (300, 300))
-    w.link(d, 0, s, "images")
-    return s
+def vae_decode(c: Column, latent: Node, vae: Node, vae_slot: int = 0) -> Node:
+    d = c.add("VAEDecode", [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], 50)
+    c.w.link(latent, 0, d, "samples")
+    c.w.link(vae, vae_slot, d, "vae")
+    return d
 
 
-def preview(w: Workflow, pos, image: Node, slot: int = 0, title: str | None = None) -> Node:
-    n = w.add("PreviewImage", pos, [], [("images", "IMAGE")], [], (250, 250), title)
-    w.link(image, slot, n, "images")
+def upscale(c: Column, image: Node, slot: int = 0, factor: float = 8.0, title: str | None = None) -> Node:
+    """Nearest-neighbour upscale: the demo's 32-pixel pictures, large enough to judge."""
+    n = c.add("ImageScaleBy", ["nearest-exact", factor], [("image", "IMAGE")], [("IMAGE", "IMAGE")], 82,
+              title or f"Upscale x{factor:g} (nearest, to see)")
+    c.w.link(image, slot, n, "image")
     return n
 
 
-# -- workflows ------------------------------------------------------------------------------------------------
-
-# the Drag and Move / Resize nodes draw the point / region editor (web/dragon_editor.js): room for the picture
-EDITOR_NODE_SIZE = (360, 470)
-
-
-def below(node: Node, gap: int = 40) -> tuple[int, int]:
-    return node.pos[0], node.pos[1] + node.size[1] + gap
-
-
-def move_edit(w: Workflow, pos, mask: Node, mask_slot: int, dx: int, dy: int, scale: float) -> Node:
-    n = w.add("DragonDiff_MoveEdit", pos, [dx, dy, scale], [("mask", "MASK"), ("inpaint_region", "MASK")],
-              [("edit", "DRAGON_EDIT")], EDITOR_NODE_SIZE)
-    w.link(mask, mask_slot, n, "mask")
+def resize(c: Column, image: Node, size: int) -> Node:
+    """Any photo -> size x size (centre crop): a multiple of 8 the model handles; the editor shows it at once."""
+    n = c.add("ImageScale", ["lanczos", size, size, "center"], [("image", "IMAGE")], [("IMAGE", "IMAGE")], 130,
+              f"Resize to {size}x{size} (centre crop)")
+    c.w.link(image, 0, n, "image")
     return n
 
 
-def points_edit(w: Workflow, pos, kind: str, image: Node, points: str) -> Node:
-    if kind == "drag":
-        n = w.add("DragonDiff_DragEdit", pos, [points], [("image", "IMAGE"), ("mask", "MASK")],
-                  [("edit", "DRAGON_EDIT")], EDITOR_NODE_SIZE)
-    else:
-        n = w.add("DragonDiff_PointSetEdit", pos, [points], [("image", "IMAGE")], [("edit", "DRAGON_EDIT")],
-                  (300, 150))
-    w.link(image, 0, n, "image")
+def preview(c: Column, image: Node, slot: int = 0, title: str | None = None, height: int = 330) -> Node:
+    n = c.add("PreviewImage", [], [("images", "IMAGE")], [], height, title)
+    c.w.link(image, slot, n, "images")
     return n
 
 
-def appearance_edit(w: Workflow, pos, mask: Node, mask_slot: int, ref_inv: Node, ref_mask: Node,
-                    ref_slot: int) -> Node:
-    n = w.add("DragonDiff_AppearanceEdit", pos, [],
-              [("mask", "MASK"), ("reference_memory", "DRAGON_MEMORY"), ("reference_mask", "MASK")],
-              [("edit", "DRAGON_EDIT")], (300, 80))
-    w.link(mask, mask_slot, n, "mask")
-    w.link(ref_inv, 1, n, "reference_memory")
-    w.link(ref_mask, ref_slot, n, "reference_mask")
+def save(c: Column, image: Node, prefix: str, height: int = 340) -> Node:
+    n = c.add("SaveImage", [prefix], [("images", "IMAGE")], [], height)
+    c.w.link(image, 0, n, "images")
     return n
 
 
-def paste_edit(w: Workflow, pos, src_inv: Node, mask: Node, mask_slot: int, dx: int, dy: int, scale: float) -> Node:
-    n = w.add("DragonDiff_PasteEdit", pos, [dx, dy, scale], [("source_memory", "DRAGON_MEMORY"), ("mask", "MASK")],
-              [("edit", "DRAGON_EDIT")])
-    w.link(src_inv, 1, n, "source_memory")
-    w.link(mask, mask_slot, n, "mask")
+def load_image(c: Column, title: str, photo: str = "example.png") -> Node:
+    return c.add("LoadImage", [photo, "image"], [], [("IMAGE", "IMAGE"), ("MASK", "MASK")], 380, title)
+
+
+# -- the edit nodes: sockets in the frontend's order (required, then optional), widgets likewise ---------------
+
+EDITOR_HEIGHT = 540  # the edit nodes draw the canvas editor (web/dragon_editor.js): room for the picture
+
+
+def move_edit(c: Column, image: Node, mask: Node | None = None, mask_slot: int = 1, dx: int = 0, dy: int = 0,
+              scale: float = 1.0, selection: str = "") -> Node:
+    n = c.add("DragonDiff_MoveEdit", [dx, dy, scale, selection],
+              [("mask", "MASK"), ("inpaint_region", "MASK"), ("image", "IMAGE")], [("edit", "DRAGON_EDIT")],
+              EDITOR_HEIGHT)
+    c.w.link(image, 0, n, "image")
+    if mask is not None:
+        c.w.link(mask, mask_slot, n, "mask")
     return n
 
+
+def drag_edit(c: Column, image: Node, points: str, region: str = "") -> Node:
+    n = c.add("DragonDiff_DragEdit", [points, region], [("image", "IMAGE"), ("mask", "MASK")],
+              [("edit", "DRAGON_EDIT")], EDITOR_HEIGHT)
+    c.w.link(image, 0, n, "image")
+    return n
+
+
+def point_set_edit(c: Column, image: Node, points: str) -> Node:
+    n = c.add("DragonDiff_PointSetEdit", [points], [("image", "IMAGE")], [("edit", "DRAGON_EDIT")], EDITOR_HEIGHT)
+    c.w.link(image, 0, n, "image")
+    return n
+
+
+def appearance_edit(c: Column, ref_inv: Node, image: Node, ref_image: Node, mask: Node | None = None,
+                    ref_mask: Node | None = None) -> Node:
+    n = c.add("DragonDiff_AppearanceEdit", ["", ""],
+              [("reference_memory", "DRAGON_MEMORY"), ("mask", "MASK"), ("reference_mask", "MASK"), ("image", "IMAGE"),
+               ("reference_image", "IMAGE")], [("edit", "DRAGON_EDIT")], EDITOR_HEIGHT)
+    c.w.link(ref_inv, 1, n, "reference_memory")
+    c.w.link(image, 0, n, "image")
+    c.w.link(ref_image, 0, n, "reference_image")
+    if mask is not None:
+        c.w.link(mask, 1, n, "mask")
+        c.w.link(ref_mask, 1, n, "reference_mask")
+    return n
+
+
+def paste_edit(c: Column, src_inv: Node, image: Node, source: Node, mask: Node | None = None, dx: int = 0,
+               dy: int = 0, scale: float = 1.0) -> Node:
+    n = c.add("DragonDiff_PasteEdit", [dx, dy, scale, ""],
+              [("source_memory", "DRAGON_MEMORY"), ("mask", "MASK"), ("image", "IMAGE"), ("source_image", "IMAGE")],
+              [("edit", "DRAGON_EDIT")], EDITOR_HEIGHT)
+    c.w.link(src_inv, 1, n, "source_memory")
+    c.w.link(image, 0, n, "image")
+    c.w.link(source, 0, n, "source_image")
+    if mask is not None:
+        c.w.link(mask, 1, n, "mask")
+    return n
+
+
+# -- the shapes demos ---------------------------------------------------------------------------------------
 
 # the demo scenes (DragonDiff_ShapesScene scene numbers) and what each edit does to them
 DEMO = {
@@ -192,86 +260,152 @@ DEMO = {
     "paste": dict(seed=2, reference=8, edit=dict(dx=-6, dy=-5, scale=1.0)),  # the red diamond into the scene
 }
 
+DEMO_NOTES = {
+    "move": "drag the object in the **Move / Resize** editor (the corner handle resizes it)",
+    "resize": "drag the square handle at the object's corner in the **Move / Resize** editor",
+    "drag": "click handle -> target points in the **Drag** editor (Brush: the region that may change)",
+    "points": "click handle -> target points in the **Point-Set Drag** editor",
+    "appearance": "the **Appearance** editor shows both objects (Object / Reference)",
+    "paste": "drag the pasted object in the **Paste** editor",
+}
+
+
+def demo_note(kind: str) -> str:
+    mask = ("disconnect the node's mask to select the object yourself (**Box**, Lasso, Brush)"
+            if kind in ("move", "resize", "appearance", "paste") else "")
+    return ("### Demo: the bundled shapes model (no download)\n\n"
+            "1. Press **Run**. Input and result are shown upscaled 8x (nearest) to judge.\n"
+            f"2. To edit: {DEMO_NOTES[kind]}, then Run again.\n"
+            + (f"3. To try it from scratch: {mask}.\n" if mask else ""))
+
 
 def shapes_demo(kind: str) -> dict:
     d = DEMO[kind]
     w = Workflow()
-    model = shapes_model(w, (20, 40))
-    scene = shapes_scene(w, (20, 150), d["seed"])
-    neg = shapes_prompt(w, (20, 330), "", "Negative (empty)")
-    vae = vae_loader(w, (20, 460))
-    lat = vae_encode(w, (360, 150), scene, 0, vae)
-    inv = inversion(w, (360, 260), model, lat, scene, 2)
-    preview(w, (360, 440), scene, 0, "Input")
-    if "reference" in d:
-        ref = shapes_scene(w, (20, 580), d["reference"])
-        rlat = vae_encode(w, (360, 720), ref, 0, vae)
-        rinv = inversion(w, (360, 800), model, rlat, ref, 2)
-        preview(w, (20, 760), ref, 0, "Reference")
+    a = Column(w, 20, 360)
+    note(a, demo_note(kind), 150)
+    model = shapes_model(a)
+    scene = shapes_scene(a, d["seed"])
+    neg = shapes_prompt(a, "", "Negative (empty)")
+    vae = vae_loader(a)
+    ref = shapes_scene(a, d["reference"], title="Reference scene") if "reference" in d else None
+    b = Column(w, a.right, 300)
+    lat = vae_encode(b, scene, 0, vae)
+    inv = inversion(b, model, lat, scene, 2)
+    if ref is not None:
+        rinv = inversion(b, model, vae_encode(b, ref, 0, vae), ref, 2, title="Inversion (reference)")
+    preview(b, upscale(b, scene), 0, "Input")
+    if ref is not None:
+        preview(b, upscale(b, ref), 0, "Reference")
+    c = Column(w, b.right, 380)
     if kind in ("move", "resize"):
-        edit = move_edit(w, (700, 40), scene, 1, **d["edit"])
-    elif kind in ("drag", "points"):
-        edit = points_edit(w, (700, 40), kind, scene, d["points"])
-        if "grow" in d:  # the editable region: the object's mask grown to reach the target
-            grow = w.add("GrowMask", (360, 560), [d["grow"], True], [("mask", "MASK")], [("MASK", "MASK")], (250, 90))
-            w.link(scene, 1, grow, "mask")
-            w.link(grow, 0, edit, "mask")
+        edit = move_edit(c, scene, scene, 1, **d["edit"])
+    elif kind == "drag":
+        edit = drag_edit(c, scene, d["points"])
+        grow = b.add("GrowMask", [d["grow"], True], [("mask", "MASK")], [("MASK", "MASK")], 82,
+                     "Editable region: the object's mask, grown")
+        w.link(scene, 1, grow, "mask")
+        w.link(grow, 0, edit, "mask")
+    elif kind == "points":
+        edit = point_set_edit(c, scene, d["points"])
     elif kind == "appearance":
-        edit = appearance_edit(w, (700, 40), scene, 1, rinv, ref, 1)
+        edit = appearance_edit(c, rinv, scene, ref, scene, ref)
     else:
-        edit = paste_edit(w, (700, 40), rinv, ref, 1, **d["edit"])
-    out = guided_sampler(w, below(edit), model, scene, 2, neg, inv, edit)
-    decode_and_show(w, (1100, 40), out, vae, f"dragon_{kind}")
+        edit = paste_edit(c, rinv, scene, ref, ref, **d["edit"])
+    out = guided_sampler(c, model, scene, 2, neg, inv, edit)
+    e = Column(w, c.right, 300)
+    save(e, upscale(e, vae_decode(e, out, vae)), f"dragon_{kind}")
     return w.to_json()
 
 
-# stock-loader workflows per model family: checkpoint name, file suffix, move distance (pixels)
+# -- Stable Diffusion: any photo --------------------------------------------------------------------------------
+
+# stock-loader workflows per model family: checkpoint name, working size (pixels), name in the Note;
+# "shapes": the same workflow on the bundled shapes model (not shipped: the browser test runs it on a
+# demo picture, as a user runs the Stable Diffusion ones on a photo)
 FAMILIES = {
-    "sd15": dict(ckpt="v1-5-pruned-emaonly.safetensors", move=64),
-    # SDXL base at 1024x1024: the same nodes; the layers come from the UNet's structure (README)
-    "sdxl": dict(ckpt="sd_xl_base_1.0.safetensors", move=128),
+    "sd15": dict(ckpt="v1-5-pruned-emaonly.safetensors", size=512, name="Stable Diffusion 1.5"),
+    # SDXL base at 1024x1024: the same nodes; the layers come from the UNet's structure (docs/model-families.md)
+    "sdxl": dict(ckpt="sd_xl_base_1.0.safetensors", size=1024, name="SDXL"),
+    "shapes": dict(size=32, name="shapes demo"),
+}
+
+SD_STEPS = {
+    "move": ["In the **Move / Resize** node, drag a box around the object (Lasso / Brush refine it; Shift adds, "
+             "Alt removes).",
+             "Drag the object where it should go (the square handle at its corner resizes it)."],
+    "resize": ["In the **Move / Resize** node, drag a box around the object (Lasso / Brush refine it).",
+               "Drag the square handle at the object's corner to resize it (drag the object to move it too)."],
+    "drag": ["In the **Drag** node, click a point on what should move, then where it should go (more pairs give "
+             "more control).",
+             "Optional: with **Brush**, paint the region that may change (without one, all of it may)."],
+    "appearance": ["In the **Appearance** node: **Object**, drag a box around the object to restyle; "
+                   "**Reference**, drag a box around the object whose look it takes."],
+    "paste": ["In the **Paste** node, drag a box around the object on the source photo (shown first).",
+              "Drag the object into place on your photo (the corner handle resizes it)."],
 }
 
 
-def sd15(kind: str, family: str = "sd15") -> dict:
-    """Stock loaders: a Stable Diffusion checkpoint (SD1.5, or SDXL with ``family="sdxl"``), a
-    photo with its mask painted in LoadImage's mask editor (and a reference photo for appearance /
-    paste)."""
+def sd_note(kind: str, family: str) -> str:
     fam = FAMILIES[family]
+    photos = ("In both **Load Image** nodes pick your photo and the one with the other object"
+              if kind in ("appearance", "paste") else "In **Load Image**, pick your photo")
+    first = ("The bundled shapes model needs no download." if family == "shapes"
+             else f"In **Load Checkpoint**, pick a {fam['name']} checkpoint.")
+    steps = [first,
+             f"{photos} (any size: it is cropped to the middle square, {fam['size']}x{fam['size']}).",
+             *SD_STEPS[kind], "Press **Run**. Optional: describe the photo in the prompt."]
+    return f"### {kind.capitalize()} an object in your photo\n\n" + "".join(
+        f"{i}. {s}\n" for i, s in enumerate(steps, 1))
+
+
+def sd15(kind: str, family: str = "sd15", photos: tuple[str, str] = ("example.png", "example.png"),
+         prompt: str = "a photo") -> dict:
+    """Stock loaders: a Stable Diffusion checkpoint (SD1.5, or SDXL with ``family="sdxl"``) and a
+    photo (and a second one for appearance / paste), resized to the model's size; the object is
+    selected in the edit node's editor. ``family="shapes"``: the same on the bundled model."""
+    fam = FAMILIES[family]
+    two = kind in ("appearance", "paste")
     w = Workflow()
-    ckpt = w.add("CheckpointLoaderSimple", (20, 40), [fam["ckpt"]], [],
-                 [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], (320, 100))
-    img = w.add("LoadImage", (20, 180), ["example.png", "image"], [], [("IMAGE", "IMAGE"), ("MASK", "MASK")],
-                (320, 330), "Image (paint the object's mask in the mask editor)")
-    pos = w.add("CLIPTextEncode", (360, 40), ["a photo"], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")],
-                (320, 110), "Prompt describing the image")
-    w.link(ckpt, 1, pos, "clip")
-    neg = w.add("CLIPTextEncode", (360, 180), [""], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")],
-                (320, 110), "Negative")
-    w.link(ckpt, 1, neg, "clip")
-    lat = vae_encode(w, (360, 320), img, 0, ckpt, vae_slot=2)
-    inv = inversion(w, (360, 400), ckpt, lat, pos, 0)
-    if kind in ("appearance", "paste"):
-        ref = w.add("LoadImage", (20, 540), ["example.png", "image"], [], [("IMAGE", "IMAGE"), ("MASK", "MASK")],
-                    (320, 330), "Reference image (same size; paint its object's mask)")
-        rlat = vae_encode(w, (360, 600), ref, 0, ckpt, vae_slot=2)
-        rinv = inversion(w, (360, 680), ckpt, rlat, pos, 0)
-    if kind == "move":
-        edit = move_edit(w, (700, 40), img, 1, fam["move"], 0, 1.0)
-    elif kind == "resize":
-        edit = move_edit(w, (700, 40), img, 1, 0, 0, 1.25)
-    elif kind == "drag":
-        edit = points_edit(w, (700, 40), "drag", img, "200,256,260,256")
-    elif kind == "appearance":
-        edit = appearance_edit(w, (700, 40), img, 1, rinv, ref, 1)
+    a = Column(w, 20, 400)
+    note(a, sd_note(kind, family), 250 if two else 230)
+    if family == "shapes":
+        model, vae, vae_slot = shapes_model(a), vae_loader(a), 0
     else:
-        edit = paste_edit(w, (700, 40), rinv, ref, 1, 0, 0, 1.0)
-    out = guided_sampler(w, below(edit), ckpt, pos, 0, neg, inv, edit)
-    d = w.add("VAEDecode", (1100, 40), [], [("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], (200, 50))
-    w.link(out, 0, d, "samples")
-    w.link(ckpt, 2, d, "vae")
-    s = w.add("SaveImage", (1330, 40), [f"dragon_{kind}_{family}"], [("images", "IMAGE")], [], (400, 400))
-    w.link(d, 0, s, "images")
+        model = vae = a.add("CheckpointLoaderSimple", [fam["ckpt"]], [],
+                            [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], 100)
+        vae_slot = 2
+    img = load_image(a, "Your photo", photos[0])
+    if two:
+        other = load_image(a, "Reference photo (its object gives the look)" if kind == "appearance"
+                           else "Source photo (the object to paste)", photos[1])
+    b = Column(w, a.right, 320)
+    if family == "shapes":
+        pos, neg = shapes_prompt(b, prompt, "Prompt describing the photo"), shapes_prompt(b, "", "Negative")
+    else:
+        pos = b.add("CLIPTextEncode", [prompt], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], 110,
+                    "Prompt describing the photo")
+        neg = b.add("CLIPTextEncode", [""], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], 110, "Negative")
+        w.link(model, 1, pos, "clip")
+        w.link(model, 1, neg, "clip")
+    photo = resize(b, img, fam["size"])
+    inv = inversion(b, model, vae_encode(b, photo, 0, vae, vae_slot), pos, 0)
+    if two:
+        other_photo = resize(b, other, fam["size"])
+        rinv = inversion(b, model, vae_encode(b, other_photo, 0, vae, vae_slot), pos, 0,
+                         title="Inversion (reference)" if kind == "appearance" else "Inversion (source)")
+    c = Column(w, b.right, 420)
+    if kind in ("move", "resize"):
+        edit = move_edit(c, photo)
+    elif kind == "drag":
+        edit = drag_edit(c, photo, "")
+    elif kind == "appearance":
+        edit = appearance_edit(c, rinv, photo, other_photo)
+    else:
+        edit = paste_edit(c, rinv, photo, other_photo)
+    out = guided_sampler(c, model, pos, 0, neg, inv, edit)
+    e = Column(w, c.right, 420)
+    save(e, vae_decode(e, out, vae, vae_slot), f"dragon_{kind}_{family}", 480)
     return w.to_json()
 
 

@@ -123,7 +123,7 @@ def test_edit_move_from_png_files(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["edit", "move", "--dx", "3"], "move needs --mask"),
     (["edit", "move", "--mask", "empty.png", "--dx", "3"], "mask is empty"),
-    (["edit", "move", "--mask", "m.png", "--dx", "40"], "leaves the image"),
+    (["edit", "move", "--mask", "m.png", "--dx", "40"], "would leave the image entirely"),
     (["edit", "move", "--mask", "big.png", "--dx", "3"], "--mask big.png is 40x40 pixels, the image is 32x32"),
     (["edit", "drag"], "drag needs --points"),
     (["edit", "drag", "--points", "1,2,3"], "has 3 numbers, expected 4"),

@@ -9,7 +9,7 @@
   interpreter where every socket connection, DNS lookup and pickle load raises.
 * No file path can reach the pack through a node: no node input is a path, file or
   folder (the node-spec snapshot, kept honest by the ComfyUI suite), STRING inputs
-  are only the parsed points and the demo prompt, and the node modules read no
+  are only the parsed points and selections and the demo prompt, and the node modules read no
   file but the bundled demo model's.
 """
 
@@ -181,7 +181,8 @@ def test_no_node_input_is_a_path_and_strings_are_only_parsed_text():
             assert not any(w in name.lower() for w in ("path", "file", "dir", "folder", "url")), (node, name)
             if typ == "STRING":
                 strings.add(name)
-    assert strings == {"points", "prompt"}  # parse_points and the demo vocabulary: never a file name
+    # parse_points, parse_selection (nodes/convert.py) and the demo vocabulary: never a file name
+    assert strings == {"points", "prompt", "selection", "reference_selection", "region"}
 
 
 def test_node_modules_open_no_files_but_the_bundled_model():

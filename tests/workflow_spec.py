@@ -7,7 +7,8 @@ runs the converted prompts.
 
 A node spec: ``{"inputs": [[name, type, required, flags], ...], "outputs": [type, ...]}``
 with inputs in the node's order, ``type`` "COMBO" for a choice list, and
-flags among "widget", "control_after_generate", "image_upload".
+flags among "widget", "control_after_generate", "image_upload". Notes (``VIRTUAL_NODES``) live
+only in the frontend: they are not part of the prompt, and have no spec.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 SPECS_PATH = Path(__file__).resolve().parent / "data" / "node_specs.json"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only nodes: never in the prompt
 
 
 def spec_from_input_types(input_types: dict, outputs: list) -> dict:
@@ -63,6 +65,8 @@ def to_api(ui: dict, specs: dict) -> dict:
     by_id = {n["id"]: n for n in ui["nodes"]}
     prompt = {}
     for n in ui["nodes"]:
+        if n["type"] in VIRTUAL_NODES:
+            continue
         assert n.get("mode", 0) == 0, f"node {n['id']} ({n['type']}) is muted or bypassed"
         assert n["type"] in specs, f"unknown node type {n['type']}"
         spec = specs[n["type"]]

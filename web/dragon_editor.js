@@ -1,176 +1,83 @@
-// DragonDiffusion: point and region editor drawn in the Drag and Move / Resize nodes.
+// DragonDiffusion: the canvas editor drawn in the edit nodes.
 //
-// Drag (DragonDiff_DragEdit): click a handle point on the image, click again for its target;
-// arrows show the pairs; drag a point to adjust it; right-click a point (or "Delete pair") to
-// delete its pair; "Clear" deletes all. The pairs live in the node's `points` widget as
-// "x1,y1,x2,y2; ..." in image pixels, so they are saved with the workflow and sent in the
-// prompt like any widget value.
-// Move / Resize (DragonDiff_MoveEdit): the mask's outline over the image; drag the object to
-// set dx / dy, drag the square handle at its corner to set scale. Writes the dx, dy and
-// scale widgets.
-//
-// Where the picture comes from (most recent first): an image loader wired straight in
-// (LoadImage: its chosen picture, and its painted mask, before anything runs); otherwise
-// the node's own preview (the nodes send the image / mask they got, also when they refuse
-// their settings) or a PreviewImage / SaveImage node on the same output.
+// Tools (the row above the picture; which ones depends on the node):
+// - Box, Lasso, Brush, Erase: select the object on its picture (Move / Resize, Paste: the
+//   source picture, Appearance: the object and the reference) or paint the Drag node's
+//   editable region. A box or lasso replaces the selection, Shift adds to it, Alt removes;
+//   Brush adds, Erase removes. Written to the node's `selection` (`region`) widget as
+//   "box x0,y0,x1,y1; poly x,y ...; brush r x,y ..." in image pixels (web/selection.js; the
+//   node rasterises the same pixels). A wired mask wins: the editor then shows it, read only.
+// - Move (Move / Resize, Paste): drag the object to set dx / dy, drag the square handle at its
+//   corner to set scale. Writes the dx, dy and scale widgets.
+// - Points (Drag, Point-Set): click a handle point, click again for its target; drag a point to
+//   adjust it; right-click a point (or "Delete pair") deletes its pair. Written to the `points`
+//   widget as "x1,y1,x2,y2; ...".
+// Every value lives in the node's own widgets, so it is saved with the workflow and sent in the
+// prompt like any widget value. Modules: where the pictures come from (editor_sources.js), what
+// each tool draws (editor_views.js), the bars (editor_bars.js), canvas drawing (editor_draw.js),
+// the pure geometry (editor_geometry.js) and selection format (selection.js).
 //
 // Imports: the app and api modules, the documented extension route in the ComfyUI frontend
 // (1.27; no deprecated API is used).
 
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
+import { actionRow, toolRow, updateBars } from "./editor_bars.js";
+import * as D from "./editor_draw.js";
 import * as G from "./editor_geometry.js";
+import * as S from "./editor_sources.js";
+import { drawMove, drawPoints, drawSelect, pointsStatus } from "./editor_views.js";
+import * as Sel from "./selection.js";
 
-const DRAG_NODE = "DragonDiff_DragEdit";
-const MOVE_NODE = "DragonDiff_MoveEdit";
 const WIDGET_NAME = "dragon_editor";
 const PREVIEW_EVENT = "dragondiffusion.editor_preview"; // nodes/edit_nodes.py EDITOR_PREVIEW_EVENT
-const IMAGE_VIEWERS = new Set(["PreviewImage", "SaveImage"]); // their ui images are their input, unchanged
 const HIT_RADIUS = 9; // CSS px around a point that picks it
 const CLICK_SLOP = 4; // CSS px a press may move and still count as a click
-const MIN_HEIGHT = 200; // CSS px of the editor in the node
-const DEFAULT_SIZE = [340, 480]; // a new node's size, room for the picture
+const MIN_HEIGHT = 220; // CSS px of the editor in the node
+const DEFAULT_SIZE = [380, 520]; // a new node's size, room for the picture
+const SELECT_TOOLS = ["box", "lasso", "brush", "erase"];
+
+const OBJECT = { label: "Object", picture: "image", fallback: "mask", mask: "mask", selection: "selection" };
+/** Per node: what is selected on which picture (targets), where the object is placed, the tools. */
+const NODES = {
+  DragonDiff_MoveEdit: { targets: [OBJECT], place: { picture: "image", fallback: "mask" }, tools: [...SELECT_TOOLS, "move"] },
+  DragonDiff_PasteEdit: {
+    targets: [{ ...OBJECT, label: "Source", picture: "source_image" }],
+    place: { picture: "image" },
+    tools: [...SELECT_TOOLS, "move"],
+  },
+  DragonDiff_AppearanceEdit: {
+    targets: [OBJECT, { label: "Reference", picture: "reference_image", fallback: "reference_mask", mask: "reference_mask",
+      selection: "reference_selection" }],
+    tools: SELECT_TOOLS,
+  },
+  DragonDiff_DragEdit: {
+    targets: [{ label: "Region", picture: "image", mask: "mask", selection: "region" }],
+    points: { picture: "image" },
+    tools: ["points", ...SELECT_TOOLS],
+  },
+  DragonDiff_PointSetEdit: { targets: [], points: { picture: "image" }, tools: ["points"] },
+};
 
 const editors = new Set();
-const executedSeq = new Map(); // node id -> order of its last "executed" message
-let seqCounter = 0;
-const nextSeq = () => ++seqCounter;
-
-// -- graph helpers -----------------------------------------------------------------------------------
-
-function getLink(graph, id) {
-  const links = graph?.links;
-  if (!links || id == null) return null;
-  return typeof links.get === "function" ? links.get(id) : links[id];
-}
-
-/** The node and output slot feeding input `name` of `node` (through legacy Reroute nodes). */
-function originOf(node, name) {
-  let target = node;
-  let slot = node.inputs?.findIndex((i) => i.name === name) ?? -1;
-  for (let hops = 0; slot >= 0 && hops < 32; hops++) {
-    const link = target.getInputLink(slot);
-    if (!link) return null;
-    const origin = target.graph.getNodeById(link.origin_id);
-    if (!origin) return null;
-    if (origin.type !== "Reroute") return { node: origin, slot: link.origin_slot };
-    target = origin;
-    slot = 0;
-  }
-  return null;
-}
-
-/** Nodes reading output `slot` of `node`, with the input index they read it into. */
-function consumersOf(node, slot) {
-  const out = [];
-  for (const id of node.outputs?.[slot]?.links ?? []) {
-    const link = getLink(node.graph, id);
-    const n = link && node.graph.getNodeById(link.target_id);
-    if (n) out.push({ node: n, input: link.target_slot });
-  }
-  return out;
-}
-
-/** An image loader (LoadImage and the like): a picture chosen in a widget, shown as node.imgs. */
-function isLoader(node) {
-  return !!node.imgs?.[0]?.src && !!node.widgets?.some((w) => w.name === "image" || w.name === "upload");
-}
-
-function viewURL(info) {
-  const q = new URLSearchParams({ filename: info.filename, subfolder: info.subfolder ?? "", type: info.type ?? "temp" });
-  return api.apiURL(`/view?${q}`);
-}
-
-/**
- * The file a loader shows, at full quality: its image widget names it ("name.png",
- * "clipspace/x.png [input]"); node.imgs may be a lossy preview-format copy.
- */
-function loaderURL(node) {
-  const value = node.widgets?.find((w) => w.name === "image")?.value;
-  const m = typeof value === "string" && value.match(/^(.*?)(?: \[(input|output|temp)\])?$/);
-  if (!m || !m[1]) return node.imgs[0].src;
-  const path = m[1];
-  const cut = path.lastIndexOf("/");
-  return viewURL({ filename: path.slice(cut + 1), subfolder: cut >= 0 ? path.slice(0, cut) : "", type: m[2] ?? "input" });
-}
-
-/** Where an IMAGE output's picture can be seen: [{url, seq}] (seq: Infinity for a loader's live picture). */
-function imageSources(origin) {
-  const found = [];
-  const { node, slot } = origin;
-  if (isLoader(node) && node.outputs?.[slot]?.type === "IMAGE") found.push({ url: loaderURL(node), seq: Infinity });
-  for (const c of consumersOf(node, slot)) {
-    const own = c.node.dragonEditor?.own;
-    if (own?.output?.dragon_image?.length) found.push({ url: viewURL(own.output.dragon_image[0]), seq: own.seq });
-    if (IMAGE_VIEWERS.has(c.node.comfyClass) && c.node.inputs?.[c.input]?.name === "images") {
-      const images = app.nodeOutputs?.[String(c.node.id)]?.images;
-      if (images?.length) found.push({ url: viewURL(images[0]), seq: executedSeq.get(String(c.node.id)) ?? 0 });
-    }
-  }
-  return found;
-}
-
-function newest(sources) {
-  return sources.reduce((a, b) => (b && (!a || b.seq > a.seq) ? b : a), null);
-}
-
-// -- pictures --------------------------------------------------------------------------------------------
-
-const pictureCache = new Map(); // url -> Promise<HTMLImageElement>
-
-function loadPicture(url) {
-  if (!pictureCache.has(url)) {
-    if (pictureCache.size > 64) pictureCache.delete(pictureCache.keys().next().value);
-    pictureCache.set(url, new Promise((resolve, reject) => {
-      const img = new Image();
-      img.onload = () => resolve(img);
-      img.onerror = () => reject(new Error(`could not load ${url}`));
-      img.src = url;
-    }));
-  }
-  return pictureCache.get(url);
-}
-
-async function loadMask(url, channel) {
-  const img = await loadPicture(url);
-  const w = img.naturalWidth;
-  const h = img.naturalHeight;
-  const c = document.createElement("canvas");
-  c.width = w;
-  c.height = h;
-  const ctx = c.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(img, 0, 0);
-  const data = G.maskFromRGBA(ctx.getImageData(0, 0, w, h).data, w, h, channel);
-  return { data, w, h, bbox: G.maskBBox(data, w, h), outline: G.maskOutline(data, w, h) };
-}
-
-/** The object alone (the picture where the mask is, transparent elsewhere), to preview the move. */
-function objectSprite(img, mask) {
-  if (!img || !mask || img.naturalWidth !== mask.w || img.naturalHeight !== mask.h) return null;
-  const c = document.createElement("canvas");
-  c.width = mask.w;
-  c.height = mask.h;
-  const ctx = c.getContext("2d", { willReadFrequently: true });
-  ctx.drawImage(img, 0, 0);
-  const px = ctx.getImageData(0, 0, mask.w, mask.h);
-  for (let i = 0; i < mask.data.length; i++) px.data[4 * i + 3] = mask.data[i] ? 255 : 0;
-  ctx.putImageData(px, 0, 0);
-  return c;
-}
 
 // -- the editor ------------------------------------------------------------------------------------------
 
 class Editor {
-  constructor(node, kind) {
+  constructor(node, spec) {
     this.node = node;
-    this.kind = kind; // "drag" | "move"
+    this.spec = spec;
+    this.tool = null; // chosen on the first draw, once the graph is configured
+    this.target = 0; // which target the selection tools act on
     this.own = null; // {output, seq}: the node's own last previews
-    this.picture = null; // {img, url}
-    this.sprite = null; // move: the object cut out of the picture
-    this.mask = null; // {data, w, h, bbox, outline, url}
-    this.pending = null; // drag: a handle waiting for its target
-    this.selected = -1; // drag: the selected pair
+    this.pics = {}; // IMAGE input -> {img, url, w, h, crop}
+    this.masks = {}; // wired MASK input -> {data, w, h, ...} or null (not seen yet)
+    this.derived = new Map(); // key -> a mask with bbox, outline, count, tint (bounded)
+    this.pending = null; // points: a handle waiting for its target
+    this.selected = -1; // points: the selected pair
     this.gesture = null; // the pointer gesture in progress
+    this.hoverAt = null; // the pointer over the canvas (brush footprint)
+    this.brush = 20; // brush size: percent of a quarter of the picture's smaller side
     this.sourceKey = "";
     this.renderKey = "";
     this.loadToken = 0;
@@ -187,23 +94,13 @@ class Editor {
       background: "var(--comfy-input-bg, #222)", cursor: "crosshair", touchAction: "none",
     });
     this.canvas.dragonEditor = this;
-    const bar = document.createElement("div");
-    Object.assign(bar.style, { display: "flex", gap: "4px", alignItems: "center", flex: "0 0 auto" });
-    this.status = document.createElement("span");
-    Object.assign(this.status.style, { flex: "1 1 auto", overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" });
-    bar.append(this.status);
-    if (kind === "drag") {
-      bar.append(this.button("Delete pair", "Delete the selected pair (else the last one)", () => this.deletePair()));
-      bar.append(this.button("Clear", "Delete every pair", () => this.clearPairs()));
-    } else {
-      bar.append(this.button("Reset", "dx = dy = 0, scale = 1", () => this.setMove(0, 0, 1)));
-    }
-    this.el.append(this.canvas, bar);
+    this.el.append(...[toolRow(this), this.canvas, actionRow(this)].filter(Boolean));
 
     this.canvas.addEventListener("pointerdown", (e) => this.onPointerDown(e));
     this.canvas.addEventListener("pointermove", (e) => this.onPointerMove(e));
     this.canvas.addEventListener("pointerup", (e) => this.onPointerUp(e));
     this.canvas.addEventListener("pointercancel", () => this.cancelGesture());
+    this.canvas.addEventListener("pointerleave", () => { this.hoverAt = null; this.render(); });
     this.canvas.addEventListener("contextmenu", (e) => this.onContextMenu(e));
     new ResizeObserver(() => this.render(true)).observe(this.canvas);
 
@@ -218,25 +115,31 @@ class Editor {
       // typing in the points box redraws at once (the graph canvas does not redraw on keystrokes)
       points.addEventListener("input", () => this.render());
       // the frontend sizes DOM widgets from these CSS properties: leave the room to the picture
-      points.style.setProperty("--comfy-widget-max-height", "90");
+      points.style.setProperty("--comfy-widget-max-height", "70");
     }
     editors.add(this);
   }
 
-  button(label, title, onClick) {
-    const b = document.createElement("button");
-    b.textContent = label;
-    b.title = title;
-    Object.assign(b.style, {
-      font: "inherit", padding: "2px 8px", borderRadius: "4px", cursor: "pointer",
-      border: "1px solid var(--border-color, #555)", background: "var(--comfy-input-bg, #333)",
-      color: "var(--input-text, #ddd)",
-    });
-    b.addEventListener("click", (e) => {
-      e.stopPropagation();
-      onClick();
-    });
-    return b;
+  setTool(tool) {
+    this.tool = tool;
+    this.gesture = null;
+    this.render(true);
+  }
+
+  setTarget(i) {
+    this.target = i;
+    if (!SELECT_TOOLS.includes(this.tool)) this.tool = "box";
+    this.render(true);
+  }
+
+  defaultTool() {
+    const { tools } = this.spec;
+    if (tools.includes("points")) return "points";
+    if (tools.includes("move")) {
+      const s = this.selectionOf(0);
+      if (s.wired || s.shapes.length) return "move";
+    }
+    return "box";
   }
 
   dispose() {
@@ -247,6 +150,10 @@ class Editor {
 
   widgetOf(name) {
     return this.node.widgets?.find((w) => w.name === name);
+  }
+
+  text(name) {
+    return String(this.widgetOf(name)?.value ?? "");
   }
 
   /** A widget whose value comes through a link is not ours to edit. */
@@ -264,7 +171,7 @@ class Editor {
   }
 
   pointsState() {
-    const { pairs, error } = G.tryParsePoints(String(this.widgetOf("points")?.value ?? ""));
+    const { pairs, error } = G.tryParsePoints(this.text("points"));
     return { pairs, pending: this.pending, error };
   }
 
@@ -305,61 +212,128 @@ class Editor {
     this.writePoints({ pairs: [], pending: null });
   }
 
-  // -- sources ------------------------------------------------------------------------------------------
+  clearSelection() {
+    const t = this.spec.targets[this.target];
+    if (!t || this.linked(t.selection)) return;
+    this.setWidget(t.selection, "");
+    this.render(true);
+  }
+
+  // -- pictures, masks, selections ----------------------------------------------------------------------
 
   /** The node's own previews arrived (it ran, or refused its settings). */
   setOwn(output) {
-    if (!output?.dragon_image && !output?.dragon_mask) return;
-    this.own = { output, seq: nextSeq() };
+    if (!Object.keys(output ?? {}).some((k) => k.startsWith("dragon_"))) return;
+    this.own = { output, seq: S.nextSeq() };
     this.guard(() => this.refresh());
   }
 
   findSources() {
-    if (!this.node.graph) return { picture: null, mask: null }; // being created or configured
-    const own = this.own?.output;
-    const ownImage = own?.dragon_image?.length ? { url: viewURL(own.dragon_image[0]), seq: this.own.seq } : null;
-    const ownMask = own?.dragon_mask?.length ? { url: viewURL(own.dragon_mask[0]), seq: this.own.seq, channel: "red" } : null;
-    const origin = originOf(this.node, this.kind === "drag" ? "image" : "mask");
-    let picture = null;
-    if (this.kind === "drag") {
-      picture = newest([ownImage, ...(origin ? imageSources(origin).filter((s) => s.url !== ownImage?.url) : [])]);
-    } else if (origin) {
-      const imageSlot = origin.node.outputs?.findIndex((o) => o.type === "IMAGE") ?? -1;
-      if (imageSlot >= 0) picture = newest(imageSources({ node: origin.node, slot: imageSlot }));
+    const { targets, place, points } = this.spec;
+    const pictures = {};
+    const masks = {};
+    for (const p of [...targets, place, points].filter(Boolean)) {
+      if (!(p.picture in pictures)) pictures[p.picture] = S.pictureSource(this.node, p.picture, p.fallback);
     }
-    const maskOrigin = this.kind === "drag" ? originOf(this.node, "mask") : origin;
-    let mask = maskOrigin ? ownMask : null;
-    if (maskOrigin && isLoader(maskOrigin.node) && maskOrigin.node.outputs?.[maskOrigin.slot]?.type === "MASK") {
-      mask = { url: loaderURL(maskOrigin.node), seq: Infinity, channel: "alpha" }; // LoadImage: mask = 1 - alpha
-    }
-    return { picture, mask };
+    for (const t of targets) if (t.mask) masks[t.mask] = S.maskSource(this.node, t.mask);
+    return { pictures, masks };
   }
 
-  /** Reload the picture and mask when where they come from has changed. */
+  /** Reload the pictures and masks when where they come from has changed. */
   refresh(force = false) {
-    const { picture, mask } = this.findSources();
-    const key = `${picture?.url ?? ""}|${mask?.url ?? ""}|${mask?.channel ?? ""}`;
+    if (!this.node.graph) return; // being created or configured
+    const { pictures, masks } = this.findSources();
+    const key = JSON.stringify([pictures, masks]);
     if (key === this.sourceKey && !force) return;
     this.sourceKey = key;
     const token = ++this.loadToken;
-    Promise.all([
-      picture ? loadPicture(picture.url).then((img) => ({ img, url: picture.url })).catch(() => null) : null,
-      mask ? loadMask(mask.url, mask.channel).then((m) => ({ ...m, url: mask.url })).catch(() => null) : null,
-    ]).then(([p, m]) => {
+    const load = (entries, fn) => Promise.all(Object.entries(entries).map(([k, src]) =>
+      (src?.url ? fn(src).catch(() => null) : Promise.resolve(null)).then((v) => [k, v])));
+    Promise.all([load(pictures, S.loadPicture), load(masks, S.loadMask)]).then(([p, m]) => {
       if (token !== this.loadToken) return; // a newer refresh is under way
-      this.picture = p;
-      this.mask = m;
-      // (not from a loader's alpha mask: the browser drops the colour under alpha 0, the object would be black)
-      this.sprite = this.kind === "move" && mask?.channel !== "alpha" ? objectSprite(p?.img, m) : null;
+      this.pics = Object.fromEntries(p.filter(([, v]) => v));
+      this.masks = Object.fromEntries(m);
       this.render(true);
     });
   }
 
-  /** The image frame, in pixels: the picture's size (drag) or the mask's (move). */
+  /** A binary mask with what the drawing needs: bbox, outline, pixel count, tint (cached by key). */
+  derive(key, data, w, h) {
+    let d = this.derived.get(key);
+    if (!d) {
+      d = { data, w, h, bbox: G.maskBBox(data, w, h), outline: G.maskOutline(data, w, h), count: G.maskCount(data) };
+      if (this.derived.size > 16) this.derived.delete(this.derived.keys().next().value);
+      this.derived.set(key, d);
+    }
+    return d;
+  }
+
+  tint(d, rgba) {
+    const k = rgba.join(",");
+    d.tints ??= {};
+    d.tints[k] ??= S.maskTint(d, rgba);
+    return d.tints[k];
+  }
+
+  /**
+   * Target i's object: {wired, mask, shapes, error, pic, linked}. A wired mask wins (mask: it once
+   * seen, else null); otherwise the selection widget rasterised at the picture's size.
+   */
+  selectionOf(i) {
+    const t = this.spec.targets[i];
+    const pic = this.pics[t.picture] ?? null;
+    if (t.mask && S.originOf(this.node, t.mask)) {
+      const m = this.masks[t.mask];
+      const mask = m ? this.derive(`wired|${m.url}|${m.channel}`, m.data, m.w, m.h) : null;
+      return { wired: true, shapes: [], error: null, pic, mask };
+    }
+    const text = this.text(t.selection);
+    const { shapes, error } = Sel.trySelection(text, t.selection);
+    let mask = null;
+    if (pic && shapes.length) {
+      mask = this.derive(`sel|${text}|${pic.w}x${pic.h}`, Sel.rasterSelection(shapes, pic.w, pic.h), pic.w, pic.h);
+    }
+    return { wired: false, shapes, error, pic, mask, linked: this.linked(t.selection) };
+  }
+
+  currentTool() {
+    return this.spec.tools.includes(this.tool) ? this.tool : this.spec.tools[0];
+  }
+
+  /** What the canvas shows now: {kind: "select" | "move" | "points", pic, frame, ...}. */
+  view() {
+    const tool = this.currentTool();
+    const size = (m) => (m ? { w: m.w, h: m.h } : null);
+    if (SELECT_TOOLS.includes(tool)) {
+      const t = this.spec.targets[this.target];
+      const sel = this.selectionOf(this.target);
+      const frame = sel.wired ? size(sel.mask) ?? size(sel.pic) : size(sel.pic);
+      return { kind: "select", t, sel, pic: sel.pic, frame };
+    }
+    if (tool === "move") {
+      const sel = this.selectionOf(0);
+      const pic = this.pics[this.spec.place.picture] ?? null;
+      return { kind: "move", sel, pic, frame: size(sel.mask) ?? size(pic), source: sel.pic };
+    }
+    const pic = this.pics[this.spec.points.picture] ?? null;
+    const region = this.spec.targets.length ? this.selectionOf(0) : null;
+    return { kind: "points", pic, region, frame: size(pic) ?? size(region?.mask) };
+  }
+
+  /** The current view's image frame {w, h} in pixels, or null. */
   frame() {
-    if (this.kind === "move") return this.mask ? { w: this.mask.w, h: this.mask.h } : null;
-    if (this.picture) return { w: this.picture.img.naturalWidth, h: this.picture.img.naturalHeight };
-    return this.mask ? { w: this.mask.w, h: this.mask.h } : null;
+    return this.view().frame;
+  }
+
+  /** The current view's object or region mask (with bbox), or null. */
+  get mask() {
+    const v = this.view();
+    return (v.kind === "points" ? v.region?.mask : v.sel.mask) ?? null;
+  }
+
+  /** The current view's picture, or null. */
+  get picture() {
+    return this.view().pic;
   }
 
   // -- drawing ----------------------------------------------------------------------------------------
@@ -368,13 +342,13 @@ class Editor {
     return [this.canvas.clientWidth, this.canvas.clientHeight];
   }
 
-  rect() {
-    const f = this.frame();
+  rect(v = this.view()) {
+    const f = v.frame;
     const [bw, bh] = this.cssSize();
     return f && bw > 0 && bh > 0 ? G.fitRect(f.w, f.h, bw, bh) : null;
   }
 
-  /** Client (screen) coordinates of the centre of image pixel (x, y): for tests and tools. */
+  /** Client (screen) coordinates of image position (x, y) in the current view: for tests and tools. */
   screenPoint(x, y) {
     const r = this.rect();
     if (!r) return null;
@@ -387,6 +361,8 @@ class Editor {
   /** Called with every redraw of the node: catches changes made elsewhere (typing, loading, links). */
   poll() {
     this.guard(() => {
+      if (this.node.graph && this.tool === null) this.tool = this.defaultTool();
+      this.el.dataset.node = String(this.node.id);
       this.refresh();
       this.render();
     });
@@ -402,10 +378,15 @@ class Editor {
     }
   }
 
+  brushRadius(frame) {
+    return Math.max(0.5, Math.round((this.brush / 100) * (Math.min(frame.w, frame.h) / 4) * 10) / 10);
+  }
+
   render(force = false) {
-    const values = this.kind === "drag" ? String(this.widgetOf("points")?.value ?? "") : JSON.stringify(this.moveValues());
+    const values = (this.node.widgets ?? []).filter((w) => w.name !== WIDGET_NAME).map((w) => w.value);
     const box = this.canvas.getBoundingClientRect();
-    const key = [values, this.pending, this.selected, box.width, box.height, this.cssSize()].join("|");
+    const key = JSON.stringify([values, this.tool, this.target, this.pending, this.selected, box.width, box.height,
+      this.cssSize(), this.brush, this.loadToken, this.hoverAt]);
     if (!force && key === this.renderKey && !this.gesture) return;
     this.renderKey = key;
     const [cw, ch] = this.cssSize();
@@ -421,212 +402,43 @@ class Editor {
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, bw, bh);
     ctx.setTransform(bw / cw, 0, 0, bh / ch, 0, 0);
-    const r = this.rect();
+    const v = this.view();
+    updateBars(this, v.kind);
+    const r = this.rect(v);
     if (!r) {
-      this.drawMessage(ctx, cw, ch, this.kind === "drag"
-        ? "No image yet: connect a Load Image, or run the workflow once (the node then shows the image it got)."
-        : "No mask yet: connect a Load Image with a painted mask, or run the workflow once.");
-      this.setStatus(this.kind === "drag" ? this.dragStatus(this.pointsState(), null) : "");
+      D.drawMessage(ctx, cw, ch, this.noPictureMessage(v));
+      this.setStatus(v.kind === "points" ? pointsStatus(this, this.pointsState(), null) : "");
       return;
     }
-    const f = this.frame();
-    const pic = this.picture?.img;
-    const picFits = pic && pic.naturalWidth === f.w && pic.naturalHeight === f.h;
-    if (picFits) {
-      ctx.imageSmoothingEnabled = r.scale < 2; // big pixels stay crisp
-      ctx.drawImage(pic, r.x, r.y, r.w, r.h);
-    } else {
+    const f = v.frame;
+    const picFits = v.pic && v.pic.w === f.w && v.pic.h === f.h;
+    if (picFits) D.drawPicture(ctx, v.pic, r);
+    else {
       ctx.fillStyle = "#000";
       ctx.fillRect(r.x, r.y, r.w, r.h);
     }
-    ctx.strokeStyle = "rgba(255,255,255,0.25)";
-    ctx.lineWidth = 1;
-    ctx.strokeRect(r.x - 0.5, r.y - 0.5, r.w + 1, r.h + 1);
-    if (this.kind === "drag") this.drawDrag(ctx, r, f);
-    else this.drawMove(ctx, r, f, pic && !picFits ? `image ${pic.naturalWidth}x${pic.naturalHeight} is not the mask's size` : null);
+    D.drawFrame(ctx, r);
+    const note = v.pic && !picFits ? `image ${v.pic.w}x${v.pic.h} is not the mask's size` : null;
+    if (v.kind === "select") drawSelect(this, ctx, r, v, note);
+    else if (v.kind === "move") drawMove(this, ctx, r, v, note);
+    else drawPoints(this, ctx, r, v);
+    if (this.gesture?.kind === "select") D.drawGesture(ctx, r, this.gesture, this.gesture.subtract);
+    if (this.hoverAt && !this.gesture && v.kind === "select" && ["brush", "erase"].includes(this.tool)) {
+      D.drawBrushCursor(ctx, this.hoverAt, this.brushRadius(f) * r.scale, this.tool === "erase");
+    }
   }
 
-  drawMessage(ctx, cw, ch, text) {
-    ctx.fillStyle = "rgba(200,200,200,0.8)";
-    ctx.font = "12px sans-serif";
-    ctx.textAlign = "center";
-    const words = text.split(" ");
-    const lines = [];
-    let line = "";
-    for (const w of words) {
-      if (ctx.measureText(`${line} ${w}`).width > cw - 24 && line) {
-        lines.push(line);
-        line = w;
-      } else line = line ? `${line} ${w}` : w;
-    }
-    lines.push(line);
-    lines.forEach((l, i) => ctx.fillText(l, cw / 2, ch / 2 + (i - (lines.length - 1) / 2) * 16));
+  noPictureMessage(v) {
+    const input = v.kind === "select" ? v.t.picture : v.kind === "move" ? this.spec.place.picture : this.spec.points.picture;
+    if (v.kind === "move" && v.sel.wired) return "No mask to show yet: Run once (the node then shows the mask it got).";
+    return `No picture yet: wire a Load Image into ${input} (it shows at once), or Run once (the node then shows the `
+      + "image it got).";
   }
 
   setStatus(text, error = false) {
     this.status.textContent = text;
     this.status.title = text;
     this.status.style.color = error ? "#f77" : "";
-  }
-
-  drawOutline(ctx, r, segs, t, style, dash = []) {
-    ctx.save();
-    ctx.setLineDash(dash);
-    ctx.beginPath();
-    for (const [x0, y0, x1, y1] of segs) {
-      const [a, b] = G.toDisplay(r, ...(t ? G.applyTransform(t, x0, y0) : [x0, y0]));
-      const [c, d] = G.toDisplay(r, ...(t ? G.applyTransform(t, x1, y1) : [x1, y1]));
-      ctx.moveTo(a, b);
-      ctx.lineTo(c, d);
-    }
-    ctx.lineCap = "square";
-    ctx.strokeStyle = "rgba(0,0,0,0.7)";
-    ctx.lineWidth = 3.5;
-    ctx.stroke();
-    ctx.strokeStyle = style;
-    ctx.lineWidth = 1.6;
-    ctx.stroke();
-    ctx.restore();
-  }
-
-  drawArrow(ctx, a, b, colour, width) {
-    const [x0, y0] = a;
-    const [x1, y1] = b;
-    const len = Math.hypot(x1 - x0, y1 - y0);
-    ctx.save();
-    for (const [style, w] of [["rgba(0,0,0,0.75)", width + 2.5], [colour, width]]) {
-      ctx.strokeStyle = style;
-      ctx.fillStyle = style;
-      ctx.lineWidth = w;
-      ctx.beginPath();
-      ctx.moveTo(x0, y0);
-      ctx.lineTo(x1, y1);
-      ctx.stroke();
-      if (len > 1) {
-        const ux = (x1 - x0) / len;
-        const uy = (y1 - y0) / len;
-        const head = Math.min(12, len * 0.6) + (w - width);
-        ctx.beginPath();
-        ctx.moveTo(x1, y1);
-        ctx.lineTo(x1 - ux * head - uy * head * 0.5, y1 - uy * head + ux * head * 0.5);
-        ctx.lineTo(x1 - ux * head + uy * head * 0.5, y1 - uy * head - ux * head * 0.5);
-        ctx.closePath();
-        ctx.fill();
-      }
-    }
-    ctx.restore();
-  }
-
-  drawDot(ctx, [x, y], fill, radius, ring = null) {
-    ctx.beginPath();
-    ctx.arc(x, y, radius, 0, 2 * Math.PI);
-    ctx.fillStyle = fill;
-    ctx.fill();
-    ctx.lineWidth = 1.5;
-    ctx.strokeStyle = ring ?? "#fff";
-    ctx.stroke();
-  }
-
-  dragStatus(s, f) {
-    if (this.linked("points")) return "points come from a link (read only)";
-    if (s.error) return s.error;
-    const outside = f ? s.pairs.findIndex((p) => !G.pairsInside([p], f.w, f.h)) : -1;
-    if (outside >= 0) return `pair ${outside + 1} lies outside the ${f.w}x${f.h} image`;
-    const n = s.pairs.length;
-    const size = f ? `${f.w}x${f.h} · ` : "";
-    if (s.pending) return `${size}${n} pair${n === 1 ? "" : "s"} · click the target`;
-    return `${size}${n} pair${n === 1 ? "" : "s"} · click handle, then target`;
-  }
-
-  drawDrag(ctx, r, f) {
-    const s = this.pointsState();
-    const bad = !!s.error || s.pairs.some((p) => !G.pairsInside([p], f.w, f.h));
-    this.setStatus(this.dragStatus(s, f), bad);
-    if (this.mask && this.mask.w === f.w && this.mask.h === f.h) {
-      this.drawOutline(ctx, r, this.mask.outline, null, "rgba(120,220,255,0.9)", [4, 3]); // the editable region
-    }
-    const pt = (x, y) => G.pointToDisplay(r, x, y);
-    s.pairs.forEach((p, i) => {
-      const sel = i === this.selected;
-      const inside = G.pairsInside([p], f.w, f.h);
-      const a = pt(p[0], p[1]);
-      const b = pt(p[2], p[3]);
-      this.drawArrow(ctx, a, b, !inside ? "#f80" : sel ? "#ffe14d" : "#fff", sel ? 3 : 2);
-      this.drawDot(ctx, a, "#e53935", sel ? 6 : 5);
-      this.drawDot(ctx, b, "#1e88e5", sel ? 6 : 5);
-      ctx.font = "bold 11px sans-serif";
-      ctx.textAlign = "left";
-      ctx.lineWidth = 3;
-      ctx.strokeStyle = "rgba(0,0,0,0.8)";
-      ctx.strokeText(String(i + 1), a[0] + 7, a[1] - 6);
-      ctx.fillStyle = "#fff";
-      ctx.fillText(String(i + 1), a[0] + 7, a[1] - 6);
-    });
-    if (s.pending) {
-      const a = pt(s.pending[0], s.pending[1]);
-      ctx.save();
-      ctx.setLineDash([3, 3]);
-      ctx.beginPath();
-      ctx.arc(a[0], a[1], 10, 0, 2 * Math.PI);
-      ctx.strokeStyle = "#fff";
-      ctx.lineWidth = 1.5;
-      ctx.stroke();
-      ctx.restore();
-      this.drawDot(ctx, a, "#e53935", 5);
-    }
-  }
-
-  drawMove(ctx, r, f, note) {
-    const m = this.mask;
-    const v = this.moveValues();
-    if (!m.bbox) {
-      this.setStatus("the mask is empty: paint the object to move", true);
-      return;
-    }
-    const t0 = G.moveTransform(m.bbox, 0, 0, 1);
-    const t = G.moveTransform(m.bbox, v.dx, v.dy, v.scale);
-    const moved = G.movedBBox(m.bbox, t);
-    const inside = G.boxInside(moved, f.w, f.h);
-    // where the object is: a light fill and a dashed outline; where it goes: a solid outline
-    ctx.save();
-    ctx.fillStyle = "rgba(255,255,255,0.18)";
-    for (let y = 0; y < m.h; y++) {
-      for (let x = 0; x < m.w; x++) {
-        if (m.data[y * m.w + x]) {
-          const [px, py] = G.toDisplay(r, x, y);
-          ctx.fillRect(px, py, r.scale + 0.5, r.scale + 0.5);
-        }
-      }
-    }
-    ctx.restore();
-    if (this.sprite) { // the object where it goes, see-through
-      ctx.save();
-      ctx.beginPath();
-      ctx.rect(r.x, r.y, r.w, r.h);
-      ctx.clip();
-      ctx.globalAlpha = 0.6;
-      ctx.imageSmoothingEnabled = r.scale * v.scale < 2;
-      const [ox, oy] = G.toDisplay(r, t.cx * (1 - t.scale) + t.dx, t.cy * (1 - t.scale) + t.dy);
-      ctx.drawImage(this.sprite, ox, oy, m.w * r.scale * t.scale, m.h * r.scale * t.scale);
-      ctx.restore();
-    }
-    this.drawOutline(ctx, r, m.outline, t0, "rgba(255,255,255,0.85)", [4, 3]);
-    const from = G.toDisplay(r, t0.cx, t0.cy);
-    const to = G.toDisplay(r, t.cx + t.dx, t.cy + t.dy);
-    if (Math.hypot(to[0] - from[0], to[1] - from[1]) > 2) this.drawArrow(ctx, from, to, "#fff", 2);
-    this.drawOutline(ctx, r, m.outline, t, inside ? "#ffe14d" : "#f44");
-    const [hx, hy] = G.toDisplay(r, ...G.scaleHandle(m.bbox, t));
-    ctx.fillStyle = inside ? "#ffe14d" : "#f44";
-    ctx.strokeStyle = "#000";
-    ctx.lineWidth = 1.5;
-    ctx.fillRect(hx - 5, hy - 5, 10, 10);
-    ctx.strokeRect(hx - 5, hy - 5, 10, 10);
-    const linked = ["dx", "dy", "scale"].filter((n) => this.linked(n));
-    let text = `dx ${v.dx}, dy ${v.dy}, scale ${v.scale.toFixed(2)}`;
-    if (linked.length) text += ` · ${linked.join(", ")} linked (read only)`;
-    if (!inside) text += " · the object leaves the image";
-    if (note) text += ` · ${note}`;
-    this.setStatus(text, !inside);
   }
 
   // -- pointer ------------------------------------------------------------------------------------------
@@ -639,46 +451,62 @@ class Editor {
 
   onPointerDown(e) {
     if (e.button !== 0) return;
-    const r = this.rect();
+    const v = this.view();
+    const r = this.rect(v);
     if (!r) return;
     e.preventDefault();
     e.stopPropagation();
     const p = this.local(e);
-    const f = this.frame();
-    if (this.kind === "drag") {
+    const f = v.frame;
+    if (v.kind === "select") {
+      if (v.sel.wired || v.sel.linked || v.sel.error) return;
+      const erase = this.tool === "erase";
+      const brush = erase || this.tool === "brush";
+      this.gesture = {
+        kind: "select", tool: brush ? "brush" : this.tool, path: [G.toImage(r, p[0], p[1])], start: p,
+        subtract: erase || e.altKey, add: brush || e.shiftKey, radius: this.brushRadius(f),
+      };
+    } else if (v.kind === "points") {
       const s = this.pointsState();
       if (s.error || this.linked("points")) return;
       const hit = G.hitTest(s, r, p[0], p[1], HIT_RADIUS);
       if (hit) this.selected = hit.pair;
       this.gesture = { kind: hit ? "point" : "click", hit, start: p, moved: false, state: s };
     } else {
-      if (["dx", "dy", "scale"].some((n) => this.linked(n)) || !this.mask?.bbox) return;
-      const v = this.moveValues();
-      const t = G.moveTransform(this.mask.bbox, v.dx, v.dy, v.scale);
-      const [hx, hy] = G.toDisplay(r, ...G.scaleHandle(this.mask.bbox, t));
+      const m = v.sel.mask;
+      if (["dx", "dy", "scale"].some((n) => this.linked(n)) || !m?.bbox) return;
+      const val = this.moveValues();
+      const t = G.moveTransform(m.bbox, val.dx, val.dy, val.scale);
+      const [hx, hy] = G.toDisplay(r, ...G.scaleHandle(m.bbox, t));
       const at = G.toImage(r, p[0], p[1]);
-      const moved = G.movedBBox(this.mask.bbox, t);
+      const moved = G.movedBBox(m.bbox, t);
       const onBox = at[0] >= moved.x0 && at[0] <= moved.x1 && at[1] >= moved.y0 && at[1] <= moved.y1;
       if (Math.abs(p[0] - hx) <= HIT_RADIUS && Math.abs(p[1] - hy) <= HIT_RADIUS) {
-        this.gesture = { kind: "scale", start: p, values: v };
-      } else if (onBox || G.hitMovedMask(this.mask.data, f.w, f.h, t, at[0], at[1])) {
-        this.gesture = { kind: "move", start: p, from: at, values: v };
+        this.gesture = { kind: "scale", start: p, values: val, bbox: m.bbox };
+      } else if (onBox || G.hitMovedMask(m.data, f.w, f.h, t, at[0], at[1])) {
+        this.gesture = { kind: "move", start: p, from: at, values: val, bbox: m.bbox };
       } else return;
     }
     this.canvas.setPointerCapture(e.pointerId);
   }
 
   onPointerMove(e) {
-    const r = this.rect();
+    const v = this.view();
+    const r = this.rect(v);
     if (!r) return;
     const p = this.local(e);
     const g = this.gesture;
-    if (!g) return this.hover(p, r);
+    if (!g) return this.hover(v, p, r);
     e.preventDefault();
     e.stopPropagation();
     if (Math.hypot(p[0] - g.start[0], p[1] - g.start[1]) > CLICK_SLOP) g.moved = true;
-    const f = this.frame();
-    if (g.kind === "point" && g.moved) {
+    const f = v.frame;
+    if (g.kind === "select") {
+      const at = G.toImage(r, p[0], p[1]);
+      if (g.tool === "box") g.path = [g.path[0], at];
+      else g.path.push(at);
+      this.render(true);
+    } else if (g.kind === "point" && g.moved) {
       const [x, y] = G.pixelAt(r, f.w, f.h, p[0], p[1]);
       const s = G.movePoint(g.state, g.hit, x, y);
       this.pending = s.pending;
@@ -686,11 +514,11 @@ class Editor {
       this.render(true);
     } else if (g.kind === "move") {
       const at = G.toImage(r, p[0], p[1]);
-      const { dx, dy } = G.dragOffset(this.mask.bbox, g.values, g.values.scale, g.from, at, f.w, f.h);
+      const { dx, dy } = G.dragOffset(g.bbox, g.values, g.values.scale, g.from, at, f.w, f.h);
       this.setMove(dx, dy, g.values.scale);
     } else if (g.kind === "scale") {
       const at = G.toImage(r, p[0], p[1]);
-      this.setMove(g.values.dx, g.values.dy, G.scaleFromHandle(this.mask.bbox, g.values.dx, g.values.dy, at));
+      this.setMove(g.values.dx, g.values.dy, G.scaleFromHandle(g.bbox, g.values.dx, g.values.dy, at));
     }
   }
 
@@ -699,19 +527,42 @@ class Editor {
     if (!g) return;
     this.gesture = null;
     e.stopPropagation();
-    const r = this.rect();
+    const v = this.view();
+    const r = this.rect(v);
     if (!r) return;
+    if (g.kind === "select") return this.finishSelection(g, v, r);
     if (g.kind === "click" && !g.moved) {
       const p = this.local(e);
       if (!G.insideImage(r, p[0], p[1])) return this.render(true);
-      const f = this.frame();
-      const [x, y] = G.pixelAt(r, f.w, f.h, p[0], p[1]);
+      const [x, y] = G.pixelAt(r, v.frame.w, v.frame.h, p[0], p[1]);
       const s = G.addPoint(g.state, x, y);
       this.selected = s.pending ? -1 : s.pairs.length - 1;
       this.writePoints(s);
     } else {
       this.render(true);
     }
+  }
+
+  /** A finished box, lasso or stroke: replaces the selection, or adds to it / removes from it. */
+  finishSelection(g, v, r) {
+    const { w, h } = v.frame;
+    let shape = null;
+    if (g.tool === "box") {
+      shape = Sel.boxShape(g.path[0], g.path[g.path.length - 1], w, h, g.subtract);
+      const [x0, y0, x1, y1] = shape.values;
+      if (x1 <= x0 || y1 <= y0) shape = null; // a click, not a box
+    } else if (g.tool === "lasso") shape = Sel.lassoShape(g.path, 2 / r.scale, g.subtract);
+    else shape = Sel.brushShape(g.path, g.radius, g.subtract);
+    if (!shape) return this.render(true);
+    const before = v.sel.shapes;
+    const shapes = g.add || g.subtract ? [...before, shape] : [shape];
+    const text = Sel.formatSelection(shapes);
+    const check = Sel.trySelection(text, v.t.selection);
+    if (check.error) return this.setStatus(check.error, true);
+    this.setWidget(v.t.selection, text);
+    // the first box or lasso around the object: on to moving it
+    if (this.spec.tools.includes("move") && !before.length && !g.subtract && g.tool !== "brush") this.tool = "move";
+    this.render(true);
   }
 
   cancelGesture() {
@@ -722,8 +573,9 @@ class Editor {
   onContextMenu(e) {
     e.preventDefault();
     e.stopPropagation();
-    if (this.kind !== "drag" || this.linked("points")) return;
-    const r = this.rect();
+    const v = this.view();
+    if (v.kind !== "points" || this.linked("points")) return;
+    const r = this.rect(v);
     if (!r) return;
     const p = this.local(e);
     const s = this.pointsState();
@@ -733,16 +585,23 @@ class Editor {
     this.writePoints(G.removePair(s, hit.pair));
   }
 
-  hover(p, r) {
+  hover(v, p, r) {
     let cursor = "crosshair";
-    if (this.kind === "drag") {
+    if (v.kind === "select") {
+      if (["brush", "erase"].includes(this.tool)) {
+        cursor = "none";
+        this.hoverAt = p;
+        this.render();
+      }
+    } else if (v.kind === "points") {
       if (G.hitTest(this.pointsState(), r, p[0], p[1], HIT_RADIUS)) cursor = "grab";
-    } else if (this.mask?.bbox) {
-      const v = this.moveValues();
-      const t = G.moveTransform(this.mask.bbox, v.dx, v.dy, v.scale);
-      const [hx, hy] = G.toDisplay(r, ...G.scaleHandle(this.mask.bbox, t));
+    } else if (v.sel.mask?.bbox) {
+      const m = v.sel.mask;
+      const val = this.moveValues();
+      const t = G.moveTransform(m.bbox, val.dx, val.dy, val.scale);
+      const [hx, hy] = G.toDisplay(r, ...G.scaleHandle(m.bbox, t));
       const at = G.toImage(r, p[0], p[1]);
-      const moved = G.movedBBox(this.mask.bbox, t);
+      const moved = G.movedBBox(m.bbox, t);
       if (Math.abs(p[0] - hx) <= HIT_RADIUS && Math.abs(p[1] - hy) <= HIT_RADIUS) cursor = "nwse-resize";
       else if (at[0] >= moved.x0 && at[0] <= moved.x1 && at[1] >= moved.y0 && at[1] <= moved.y1) cursor = "move";
       else cursor = "default";
@@ -772,7 +631,7 @@ app.registerExtension({
 
   setup() {
     api.addEventListener("executed", ({ detail }) => {
-      executedSeq.set(String(detail?.display_node ?? detail?.node), nextSeq());
+      S.executedSeq.set(String(detail?.display_node ?? detail?.node), S.nextSeq());
       refreshAllSoon();
     });
     api.addEventListener(PREVIEW_EVENT, ({ detail }) => {
@@ -783,11 +642,11 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== DRAG_NODE && nodeData?.name !== MOVE_NODE) return;
-    const kind = nodeData.name === DRAG_NODE ? "drag" : "move";
+    const spec = NODES[nodeData?.name];
+    if (!spec) return;
     const proto = nodeType.prototype;
     chain(proto, "onNodeCreated", function () {
-      this.dragonEditor = new Editor(this, kind);
+      this.dragonEditor = new Editor(this, spec);
       this.setSize([Math.max(this.size[0], DEFAULT_SIZE[0]), Math.max(this.size[1], DEFAULT_SIZE[1])]);
     });
     chain(proto, "onExecuted", function (output) {

@@ -321,17 +321,21 @@ export function hitMovedMask(mask, w, h, t, x, y) {
   return ix >= 0 && iy >= 0 && ix < w && iy < h && mask[iy * w + ix] === 1;
 }
 
+/** Whether a moved box still overlaps the image: a move past the frame crops the part outside
+ * (the node refuses only a move that leaves nothing of the object in the image). */
+export function boxOverlaps(box, iw, ih) {
+  return box.x1 > 0 && box.y1 > 0 && box.x0 < iw && box.y0 < ih;
+}
+
 /**
  * Dragging the object from image position `from` to `to`, starting at offset `start` {dx, dy}:
- * the new whole-pixel offset, limited so that the moved box stays inside the image (along an
- * axis where the moved box is larger than the image, no limit applies).
+ * the new whole-pixel offset, limited so that at least one pixel of the moved box stays in the
+ * image (the part past the frame is cropped by the node).
  */
 export function dragOffset(bbox, start, scale, from, to, iw, ih) {
-  let dx = Math.round(start.dx + to[0] - from[0]);
-  let dy = Math.round(start.dy + to[1] - from[1]);
   const box = movedBBox(bbox, moveTransform(bbox, 0, 0, scale));
-  if (box.x1 - box.x0 <= iw) dx = clamp(dx, Math.ceil(-box.x0), Math.floor(iw - box.x1));
-  if (box.y1 - box.y0 <= ih) dy = clamp(dy, Math.ceil(-box.y0), Math.floor(ih - box.y1));
+  const dx = clamp(Math.round(start.dx + to[0] - from[0]), Math.ceil(1 - box.x1), Math.floor(iw - 1 - box.x0));
+  const dy = clamp(Math.round(start.dy + to[1] - from[1]), Math.ceil(1 - box.y1), Math.floor(ih - 1 - box.y0));
   return { dx, dy };
 }
 
@@ -352,4 +356,42 @@ export function scaleFromHandle(bbox, dx, dy, p) {
   const hy = (bbox.y1 - bbox.y0) / 2;
   const s = ((p[0] - cx) * hx + (p[1] - cy) * hy) / (hx * hx + hy * hy);
   return clamp(Math.round(s * 100) / 100, SCALE_MIN, SCALE_MAX);
+}
+
+// -- a picture seen through ComfyUI's ImageScale node ---------------------------------------------------------
+
+/** Python's round(): halves go to the even neighbour. */
+export function pyRound(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * What ComfyUI's ImageScale (nodes.py ImageScale.upscale, comfy.utils.common_upscale) makes of an
+ * iw x ih picture: the output size {w, h} and the part of the input it shows {x, y, w, h}
+ * (crop "center" cuts the sides to the new aspect first). width or height 0 keeps the aspect;
+ * both 0 is no change.
+ */
+export function imageScaleGeometry(iw, ih, width, height, crop) {
+  const whole = { x: 0, y: 0, w: iw, h: ih };
+  if (width === 0 && height === 0) return { w: iw, h: ih, crop: whole };
+  if (width === 0) width = Math.max(1, pyRound(iw * height / ih));
+  else if (height === 0) height = Math.max(1, pyRound(ih * width / iw));
+  if (crop !== "center") return { w: width, h: height, crop: whole };
+  const oldAspect = iw / ih;
+  const newAspect = width / height;
+  let x = 0;
+  let y = 0;
+  if (oldAspect > newAspect) x = pyRound((iw - iw * (newAspect / oldAspect)) / 2);
+  else if (oldAspect < newAspect) y = pyRound((ih - ih * (oldAspect / newAspect)) / 2);
+  return { w: width, h: height, crop: { x, y, w: iw - 2 * x, h: ih - 2 * y } };
+}
+
+// -- a selection's coverage ---------------------------------------------------------------------------------
+
+/** The number of selected pixels of a binary mask. */
+export function maskCount(mask) {
+  let n = 0;
+  for (let i = 0; i < mask.length; i++) n += mask[i];
+  return n;
 }

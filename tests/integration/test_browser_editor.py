@@ -1,19 +1,29 @@
-"""The point and region editor (web/) in a real browser, against a headless ComfyUI with the pack.
+"""The canvas editors (web/) in a real browser, against a headless ComfyUI with the pack.
 
 Playwright drives Debian's chromium (``/usr/bin/chromium``, or ``$CHROMIUM``; Playwright's own
 browser downloads are never used) against the server that test_http_server.py starts (same
 fixture: main.py --cpu, the pack as a custom_nodes folder, temporary directories).
 
-Checked, as a user does it with the mouse:
-- Drag node: load the drag demo, run its input preview, click two handle -> target pairs on
-  the picture (the second after resizing the node), drag a target, add a third pair and delete
-  it with a right-click, drop a lone handle with "Delete pair"; the points widget holds the
-  pairs in image pixels; the workflow saved and loaded again keeps them; Run sends them in the
-  prompt and the executed prompt has them.
+Checked, as a user does it with the mouse (each test waits for what it uses: the graph loaded,
+the node and its editor mounted and placed, the picture loaded; no fixed sleeps):
+- First edit on a photo: the Stable Diffusion move workflow's structure (scripts/make_workflows.py)
+  on the bundled model, a demo picture in Load Image: the Move / Resize editor shows it through
+  the Resize node before anything runs; a box drawn around the object selects it, dragging moves
+  it; Run sends the selection and the move, the server executed exactly those, and the saved
+  picture shows the object moved.
+- Paste: the same on two demo pictures: select the object on the source picture, place it on the
+  base picture, Run; the executed prompt and a changed output.
+- Drag node: run the drag demo, click two handle -> target pairs on the picture (the second after
+  resizing the node), drag a target, add a third pair and delete it with a right-click, drop a
+  lone handle with "Delete pair"; the points widget holds the pairs in image pixels; the
+  workflow saved and loaded again keeps them; Run sends them and the executed prompt has them.
 - Move / Resize node: run the move demo, drag the object's outline and the scale handle; dx,
   dy and scale follow; the prompt and the executed prompt carry them.
-- A Load Image with a painted mask wired straight into both nodes: the picture and the mask
-  show before anything runs, at the image's own (non-square) size.
+- A Load Image with a painted mask wired straight into both nodes (a workflow saved before the
+  selection existed): the picture and the mask show before anything runs, at the image's own
+  (non-square) size; the Drag node's Brush paints an editable region.
+- Every shipped workflow, loaded in the frontend: no node covers another at the sizes the
+  frontend gives them.
 - Without a browser: the nodes' own previews (ui output on success, a websocket message when
   they refuse their settings) reach the client.
 
@@ -29,9 +39,11 @@ reason, without COMFYUI_PATH, playwright or chromium.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +61,9 @@ from test_http_server import (  # noqa: F401  (server: the module-scoped fixture
     view_image,
 )
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_workflows  # noqa: E402  (the shipped workflows' builder: the photo workflows on the demo model)
+
 DRAG_WORKFLOW = "dragon_drag_shapes_demo.json"
 MOVE_WORKFLOW = "dragon_move_shapes_demo.json"
 STEPS = 10  # the Inversion's steps in the browser runs (the demos say 50)
@@ -59,6 +74,10 @@ NODE_TITLE_HEIGHT = 30  # LiteGraph's, in canvas units: a node's pos is below it
 APP = "window.comfyAPI.app.app"
 LOADER_IMAGE = "dragon_editor_test.png"  # 48x40 RGBA: a painted mask (alpha 0) on x 10..19, y 12..23
 LOADER_MASK_BOX = {"x0": 10, "y0": 12, "x1": 20, "y1": 24}
+PHOTOS = {3: "dragon_scene3.png", 2: "dragon_scene2.png", 8: "dragon_scene8.png"}  # demo scenes as 256x256 photos
+SHIPPED = sorted(p.name for p in (ROOT / "workflows").glob("*.json"))
+EDITOR_NODES = ["DragonDiff_MoveEdit", "DragonDiff_DragEdit", "DragonDiff_PointSetEdit", "DragonDiff_AppearanceEdit",
+                "DragonDiff_PasteEdit"]
 
 
 def _chromium() -> str:
@@ -85,6 +104,7 @@ def page(browser_tools, server):  # noqa: F811
     urllib.request.urlopen(req, timeout=10).close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     _write_loader_image(server.dirs["input"] / LOADER_IMAGE)  # before the page lists the input files
+    _write_photos(server.dirs["input"])
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -110,21 +130,34 @@ def page(browser_tools, server):  # noqa: F811
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+def load_graph(pg, wf: dict) -> dict:
+    """Load a UI-format workflow into the page and wait until every node is there and every
+    editor is mounted; returns {class_type: node id}."""
+    pg.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
+    pg.wait_for_function(f"""([n, editors]) => {{ const g = {APP}.graph; return g.nodes.length === n &&
+        g.nodes.every(x => !editors.includes(x.type) || x.dragonEditor?.widget); }}""",
+                         arg=[len(wf["nodes"]), EDITOR_NODES])
+    pg.keyboard.press("Escape")
+    return pg.evaluate(f"() => Object.fromEntries({APP}.graph.nodes.map(n => [n.type, n.id]))")
+
+
 def load_workflow(pg, server, name: str) -> dict:
     """Load a shipped workflow as the template browser does (its JSON from the pack's template
     route, into app.loadGraphData); returns {class_type: node id}."""
-    wf = template(server, name)
-    pg.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
-    ids = pg.evaluate(f"() => Object.fromEntries({APP}.graph.nodes.map(n => [n.type, n.id]))")
+    ids = load_graph(pg, template(server, name))
     # a few DDIM steps are enough here
-    pg.evaluate(f"() => {{ {APP}.graph.getNodeById({ids['DragonDiff_Inversion']}).widgets"
-                f".find(w => w.name === 'steps').value = {STEPS}; }}")
-    pg.keyboard.press("Escape")
+    set_steps(pg)
     return ids
 
 
+def set_steps(pg) -> None:
+    pg.evaluate(f"() => {APP}.graph.nodes.filter(n => n.type === 'DragonDiff_Inversion').forEach(n => "
+                f"{{ n.widgets.find(w => w.name === 'steps').value = {STEPS}; }})")
+
+
 def show_node(pg, node_id: int, zoom: float = 1.3) -> None:
-    """Zoom the canvas and put the node near the top left of the view."""
+    """Zoom the canvas, put the node near the top left of the view, and wait until its editor
+    (a DOM widget the frontend moves on its next frames) is drawn inside the node."""
     pg.evaluate(f"""() => {{
         const c = {APP}.canvas, n = {APP}.graph.getNodeById({node_id});
         c.ds.scale = {zoom};
@@ -132,7 +165,16 @@ def show_node(pg, node_id: int, zoom: float = 1.3) -> None:
         c.ds.offset[1] = 110 / {zoom} - n.pos[1];
         c.setDirty(true, true);
     }}""")
-    pg.wait_for_timeout(300)  # the DOM widgets follow on the next frames
+    pg.wait_for_function(f"""() => {{
+        const c = {APP}.canvas, n = {APP}.graph.getNodeById({node_id}), e = n.dragonEditor;
+        if (!e) return true;
+        if (e.el.dataset.node !== String(n.id)) return false;
+        const r = c.canvas.getBoundingClientRect(), s = c.ds.scale, [ox, oy] = c.ds.offset;
+        const x0 = r.left + (n.pos[0] + ox) * s, y0 = r.top + (n.pos[1] + oy) * s;
+        const b = e.canvas.getBoundingClientRect();
+        return b.width > 50 && b.height > 50 && b.left >= x0 - 1 && b.top >= y0 - 1
+            && b.right <= x0 + n.size[0] * s + 1 && b.bottom <= y0 + n.size[1] * s + 1;
+    }}""")
 
 
 def node_box(pg, node_id: int, pad: float = 8) -> dict:
@@ -188,6 +230,22 @@ def wait_picture(pg, node_id: int, url_part: str = "") -> None:
                          f"e.sourceKey.includes({json.dumps(url_part)}) && e.rect() !== null; }}")
 
 
+def button(pg, node_id: int, **data):
+    """A button of the node's editor by its data attribute (tool=..., action=..., target=...)."""
+    (key, value), = data.items()
+    return pg.locator(f".dragondiffusion-editor[data-node='{node_id}'] button[data-{key}='{value}']")
+
+
+def use_tool(pg, node_id: int, tool: str) -> None:
+    button(pg, node_id, tool=tool).click()
+    pg.wait_for_function(f"() => {editor(node_id)}.tool === '{tool}' && {editor(node_id)}.rect() !== null")
+
+
+def drag_box(pg, node_id: int, a: tuple[float, float], b: tuple[float, float]) -> None:
+    """Drag from image position a to b in the node's editor."""
+    drag(pg, screen(pg, node_id, *a), screen(pg, node_id, *b))
+
+
 def run_and_wait(pg, server) -> tuple[dict, dict]:
     """Click Run; returns (the prompt the page POSTed, the history entry once it finished)."""
     with pg.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST") as info:
@@ -217,31 +275,136 @@ def test_extension_is_served_and_registered(page, server):  # noqa: F811
     with urllib.request.urlopen(server.url + "/extensions", timeout=10) as r:
         listed = json.loads(r.read())
     ours = sorted(u for u in listed if u.startswith(EXTENSION_URL))
-    assert ours == [f"{EXTENSION_URL}dragon_editor.js", f"{EXTENSION_URL}editor_geometry.js"], ours
+    assert ours == [f"{EXTENSION_URL}{n}" for n in ("dragon_editor.js", "editor_bars.js", "editor_draw.js",
+                                                     "editor_geometry.js", "editor_sources.js", "editor_views.js",
+                                                     "selection.js")], ours
     ids = load_workflow(page, server, DRAG_WORKFLOW)
     # gated on our node ids: the editor is in the Drag node only; it adds no serialised widget
     has = page.evaluate(f"() => {APP}.graph.nodes.filter(n => n.dragonEditor).map(n => n.type)")
     assert has == ["DragonDiff_DragEdit"]
     names = page.evaluate(f"() => {APP}.graph.getNodeById({ids['DragonDiff_DragEdit']}).widgets.map(w => w.name)")
-    assert names == ["points", "dragon_editor"]
+    assert names == ["points", "region", "dragon_editor"]
+
+
+def _photo_workflow(kind: str, photos: tuple[int, int], prompt: str) -> dict:
+    """The shipped Stable Diffusion workflow of ``kind`` (Note, Load Image -> Resize -> the edit node
+    with nothing preset), on the bundled model and demo pictures as the photos."""
+    return make_workflows.sd15(kind, "shapes", (PHOTOS[photos[0]], PHOTOS[photos[1]]), prompt)
+
+
+def _scene(seed: int) -> np.ndarray:
+    from dragon_demo.shapes_world import random_scene
+
+    return (np.clip(random_scene(seed).render(), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _saved(server, entry: dict) -> np.ndarray:
+    [img] = [i for out in entry["outputs"].values() for i in out.get("images", []) if i.get("type") == "output"]
+    return view_image(server, img).astype(int)
+
+
+def _keep_result(name: str, before: np.ndarray, after: np.ndarray) -> None:
+    """Input | result, 8x without smoothing, beside the screenshots (to judge the edit by eye)."""
+    from PIL import Image
+
+    pair = np.concatenate([before, np.full((before.shape[0], 2, 3), 255), after], 1).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pair).resize((pair.shape[1] * 8, pair.shape[0] * 8), Image.NEAREST).save(ARTIFACTS / name)
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()])
+
+
+def test_move_on_a_photo_select_by_box_move_and_run(page, server):  # noqa: F811
+    """The issue's first edit: a photo in Load Image, a box around the object, drag it, Run."""
+    ids = load_graph(page, _photo_workflow("move", (3, 3), "gradient, yellow triangle"))
+    set_steps(page)
+    move_id = ids["DragonDiff_MoveEdit"]
+    assert ids["MarkdownNote"] == 1 and "LoadImage" in ids and "ImageScale" in ids
+    show_node(page, move_id, zoom=1.2)
+    # the photo shows at once, through the Resize node: at the size the node will get
+    wait_picture(page, move_id, f"filename={PHOTOS[3]}")
+    assert page.evaluate(f"() => {editor(move_id)}.frame()") == {"w": 32, "h": 32}
+    assert page.evaluate(f"() => {editor(move_id)}.tool") == "box"  # nothing selected yet
+    assert status(page, move_id).startswith("Object: drag a box around it")
+    shot(page, move_id, "photo_move_0_loaded.png")
+
+    # a box around the yellow triangle (x 4..15, y 15..25 of 32x32): the selection, then on to moving
+    drag_box(page, move_id, (3.2, 13.8), (17.2, 26.6))
+    assert widget(page, move_id, "selection") == "box 3,14,17,27"
+    page.wait_for_function(f"() => {editor(move_id)}.tool === 'move'")
+    assert page.evaluate(f"() => {editor(move_id)}.mask.bbox") == {"x0": 3, "y0": 14, "x1": 17, "y1": 27}
+    # drag it 10 px right and 7 px up
+    drag_box(page, move_id, (10, 20), (20, 13))
+    assert [widget(page, move_id, n) for n in ("dx", "dy", "scale")] == [10, -7, 1]
+    assert status(page, move_id) == "dx 10, dy -7, scale 1.00"
+    shot(page, move_id, "photo_move_1_moved.png")
+
+    sent, entry = run_and_wait(page, server)
+    expected = {"dx": 10, "dy": -7, "scale": 1, "selection": "box 3,14,17,27"}
+    for prompt in (sent, entry["prompt"][2]):
+        inputs = prompt[str(move_id)]["inputs"]
+        assert {k: inputs[k] for k in expected} == expected and "mask" not in inputs, inputs
+    # the object moved: the yellow pixels' centre went right and up, the picture changed
+    before, after = _scene(3).astype(int), _saved(server, entry)
+    _keep_result("photo_move_result.png", before, after)
+    assert after.shape == (32, 32, 3) and np.abs(after - before).max() > 60
+    yellow = lambda im: (im[..., 0] > 150) & (im[..., 1] > 150) & (im[..., 2] < 110)  # noqa: E731
+    shift = _centroid(yellow(after)) - _centroid(yellow(before))
+    assert shift[0] > 4 and shift[1] < -3, shift
+    shot(page, move_id, "photo_move_2_after_run.png")
+
+
+def test_paste_on_photos_select_on_the_source_place_and_run(page, server):  # noqa: F811
+    ids = load_graph(page, _photo_workflow("paste", (2, 8), "flat, blue triangle"))
+    set_steps(page)
+    paste_id = ids["DragonDiff_PasteEdit"]
+    show_node(page, paste_id, zoom=1.2)
+    # first the source picture (the red diamond, x 9..20, y 8..18): select the diamond with a box
+    wait_picture(page, paste_id, f"filename={PHOTOS[8]}")
+    assert page.evaluate(f"() => {editor(paste_id)}.tool") == "box"
+    assert status(page, paste_id).startswith("Source: drag a box around it")
+    drag_box(page, paste_id, (8.6, 7.6), (21.4, 19.4))
+    assert widget(page, paste_id, "selection") == "box 9,8,21,19"
+    # then the base picture, with the diamond on it: drag it 8 px left and 6 px down
+    page.wait_for_function(f"() => {editor(paste_id)}.tool === 'move'")
+    wait_picture(page, paste_id, f"filename={PHOTOS[2]}")
+    url = page.evaluate(f"() => {editor(paste_id)}.picture.url")
+    assert url.endswith(f"filename={PHOTOS[2]}&subfolder=&type=input"), url
+    drag_box(page, paste_id, (15, 13), (7, 19))
+    assert [widget(page, paste_id, n) for n in ("dx", "dy", "scale")] == [-8, 6, 1]
+    shot(page, paste_id, "photo_paste_1_placed.png")
+
+    sent, entry = run_and_wait(page, server)
+    expected = {"dx": -8, "dy": 6, "scale": 1, "selection": "box 9,8,21,19"}
+    for prompt in (sent, entry["prompt"][2]):
+        inputs = prompt[str(paste_id)]["inputs"]
+        assert {k: inputs[k] for k in expected} == expected and "mask" not in inputs, inputs
+    # the base picture changed where the diamond went (x 1..12, y 14..24), much less elsewhere
+    before, after = _scene(2).astype(int), _saved(server, entry)
+    _keep_result("photo_paste_result.png", before, after)
+    diff = np.abs(after - before).sum(-1)
+    assert diff[15:23, 2:11].mean() > 40 and diff[15:23, 2:11].mean() > 3 * diff[:, 24:].mean(), diff
+    shot(page, paste_id, "photo_paste_2_after_run.png")
 
 
 def test_drag_node_click_points_save_reload_and_run(page, server):  # noqa: F811
     ids = load_workflow(page, server, DRAG_WORKFLOW)
-    drag_id, preview_id = ids["DragonDiff_DragEdit"], ids["PreviewImage"]
+    drag_id = ids["DragonDiff_DragEdit"]
     show_node(page, drag_id)
     saved = json.loads((ROOT / "workflows" / DRAG_WORKFLOW).read_text())
     assert widget(page, drag_id, "points") == next(
         n["widgets_values"][0] for n in saved["nodes"] if n["type"] == "DragonDiff_DragEdit")
     assert page.evaluate(f"() => {editor(drag_id)}.rect()") is None  # nothing to draw on before a run
 
-    # the input preview alone (a user's "queue selected output nodes"): the editor finds the picture there
-    page.evaluate(f"async () => {{ await {APP}.queuePrompt(0, 1, ['{preview_id}']); }}")
+    # the demo as it comes: the node then shows the image it got
+    run_and_wait(page, server)
     wait_picture(page, drag_id, "type=temp")
     assert page.evaluate(f"() => {editor(drag_id)}.frame()") == {"w": 32, "h": 32}
     shot(page, drag_id, "drag_0_loaded.png")
 
-    page.locator(".dragondiffusion-editor button", has_text="Clear").click()
+    button(page, drag_id, action="clear-points").click()
     assert widget(page, drag_id, "points") == ""
     click_pixel(page, drag_id, 10, 20)  # handle
     assert widget(page, drag_id, "points") == ""  # a handle alone is not a pair yet
@@ -251,8 +414,8 @@ def test_drag_node_click_points_save_reload_and_run(page, server):  # noqa: F811
 
     # the node resized: the picture is drawn at another scale, clicks still land on image pixels
     scale0 = page.evaluate(f"() => {editor(drag_id)}.rect().scale")
-    page.evaluate(f"() => {{ const n = {APP}.graph.getNodeById({drag_id}); n.setSize([n.size[0] + 100, n.size[1] + 100]); "
-                  f"n.setDirtyCanvas(true, true); }}")
+    page.evaluate(f"() => {{ const n = {APP}.graph.getNodeById({drag_id}); "
+                  f"n.setSize([n.size[0] + 100, n.size[1] + 100]); n.setDirtyCanvas(true, true); }}")
     page.wait_for_function(f"() => {editor(drag_id)}.rect().scale > {scale0} + 0.5")
     click_pixel(page, drag_id, 4, 6)
     click_pixel(page, drag_id, 8, 4)
@@ -271,20 +434,26 @@ def test_drag_node_click_points_save_reload_and_run(page, server):  # noqa: F811
     # a handle waiting for its target, dropped with "Delete pair" (which takes it before any pair)
     click_pixel(page, drag_id, 30, 2)
     assert "click the target" in status(page, drag_id)
-    page.locator(".dragondiffusion-editor button", has_text="Delete pair").click()
+    button(page, drag_id, action="delete-pair").click()
     assert widget(page, drag_id, "points") == expected and "click the target" not in status(page, drag_id)
     assert status(page, drag_id).startswith("32x32 · 2 pairs")
+    # the region tools: the mask input is wired (the demo's grown mask), so it is shown, read only
+    use_tool(page, drag_id, "brush")
+    assert status(page, drag_id).startswith("mask is wired")
+    drag_box(page, drag_id, (5, 5), (9, 9))
+    assert widget(page, drag_id, "region") == ""
+    use_tool(page, drag_id, "points")
     shot(page, drag_id, "drag_1_points.png")
 
     # saved and loaded again (what a shared workflow file does): the pairs come back; the editor
-    # itself is not serialised, the points widget is the only value
+    # itself is not serialised, the points and region widgets are the only values
     saved = page.evaluate(f"() => JSON.parse(JSON.stringify({APP}.graph.serialize()))")
     node = next(n for n in saved["nodes"] if n["id"] == drag_id)
-    assert node["widgets_values"] == [expected]
-    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", saved)
+    assert node["widgets_values"] == [expected, ""]
+    load_graph(page, saved)
     assert widget(page, drag_id, "points") == expected
-    assert "2 pairs" in status(page, drag_id)
     show_node(page, drag_id)
+    page.wait_for_function(f"() => {editor(drag_id)}.status.textContent.includes('2 pairs')")
 
     # Run: the prompt carries the points, and the server executed exactly those
     sent, entry = run_and_wait(page, server)
@@ -305,9 +474,10 @@ def test_move_node_drag_the_mask_and_the_scale_handle(page, server):  # noqa: F8
     move_id = ids["DragonDiff_MoveEdit"]
     show_node(page, move_id)
     assert [widget(page, move_id, n) for n in ("dx", "dy", "scale")] == [10, -6, 1]
-    run_and_wait(page, server)  # the node sends its mask; the Input preview shows the picture
+    run_and_wait(page, server)  # the node sends its picture and mask
     wait_picture(page, move_id)
     page.wait_for_function(f"() => {editor(move_id)}.mask?.bbox && {editor(move_id)}.picture")
+    assert page.evaluate(f"() => {editor(move_id)}.tool") == "move"  # the mask is wired: nothing to select
     box = page.evaluate(f"() => {editor(move_id)}.mask.bbox")
     shot(page, move_id, "move_0_loaded.png")
 
@@ -347,8 +517,17 @@ def _write_loader_image(path: Path) -> None:
     Image.fromarray(rgba, "RGBA").save(path)
 
 
+def _write_photos(folder: Path) -> None:
+    """Demo scenes as 'photos': 256x256 (8x, nearest), which the workflows' Resize brings back to 32x32."""
+    from PIL import Image
+
+    for seed, name in PHOTOS.items():
+        Image.fromarray(_scene(seed)).resize((256, 256), Image.NEAREST).save(folder / name)
+
+
 def test_load_image_wired_in_shows_before_anything_runs(page, server):  # noqa: F811
-    """The usual real-image graph: Load Image (with a painted mask) straight into both nodes."""
+    """Load Image (with a painted mask) straight into both nodes, as saved before the nodes had
+    a selection (the Move node's three widget values, no image input)."""
     wf = {"last_node_id": 3, "last_link_id": 2, "groups": [], "config": {}, "extra": {}, "version": 0.4,
           "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 1, 1, 3, 0, "MASK"]],
           "nodes": [
@@ -356,17 +535,17 @@ def test_load_image_wired_in_shows_before_anything_runs(page, server):  # noqa: 
                "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1], "slot_index": 0},
                                          {"name": "MASK", "type": "MASK", "links": [2], "slot_index": 1}],
                "properties": {}, "widgets_values": [LOADER_IMAGE, "image"]},
-              {"id": 2, "type": "DragonDiff_DragEdit", "pos": [360, 40], "size": [360, 470], "flags": {}, "order": 1,
+              {"id": 2, "type": "DragonDiff_DragEdit", "pos": [360, 40], "size": [380, 520], "flags": {}, "order": 1,
                "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1},
                                      {"name": "mask", "type": "MASK", "link": None}],
                "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
                "properties": {}, "widgets_values": [""]},
-              {"id": 3, "type": "DragonDiff_MoveEdit", "pos": [760, 40], "size": [360, 470], "flags": {}, "order": 2,
+              {"id": 3, "type": "DragonDiff_MoveEdit", "pos": [780, 40], "size": [380, 520], "flags": {}, "order": 2,
                "mode": 0, "inputs": [{"name": "mask", "type": "MASK", "link": 2},
                                      {"name": "inpaint_region", "type": "MASK", "link": None}],
                "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
                "properties": {}, "widgets_values": [0, 0, 1]}]}
-    page.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
+    load_graph(page, wf)
     show_node(page, 2, zoom=1.0)
     # the Drag node: the loader's picture, at its own size (48x40, not square)
     wait_picture(page, 2, f"filename={LOADER_IMAGE}")
@@ -374,18 +553,42 @@ def test_load_image_wired_in_shows_before_anything_runs(page, server):  # noqa: 
     click_pixel(page, 2, 47, 0)
     click_pixel(page, 2, 0, 39)
     assert widget(page, 2, "points") == "47,0,0,39"  # the corners: the frame is the image, not the node
+    # its editable region, painted with the brush (no mask wired): a stroke across the picture
+    use_tool(page, 2, "brush")
+    drag_box(page, 2, (4, 20), (40, 20))
+    region = widget(page, 2, "region")
+    assert region.startswith("brush ") and region.endswith(",20")
+    page.wait_for_function(f"() => {editor(2)}.mask?.count > 0")
+    m = page.evaluate(f"() => {{ const m = {editor(2)}.mask; return {{...m.bbox, count: m.count}}; }}")
+    assert m["x0"] <= 4 and m["x1"] >= 40 and m["y0"] < 20 < m["y1"], m
+    shot(page, 2, "loadimage_drag_region.png")
     # the Move node: the painted mask (alpha 0) as the object
     show_node(page, 3, zoom=1.0)
     page.wait_for_function(f"() => {editor(3)}.mask?.bbox && {editor(3)}.picture")
+    assert page.evaluate(f"() => {editor(3)}.tool") == "move"
     assert page.evaluate(f"() => {editor(3)}.mask.bbox") == LOADER_MASK_BOX
     assert page.evaluate(f"() => {editor(3)}.frame()") == {"w": 48, "h": 40}
     b = LOADER_MASK_BOX
     cx, cy = (b["x0"] + b["x1"]) / 2, (b["y0"] + b["y1"]) / 2
     drag(page, screen(page, 3, cx, cy), screen(page, 3, cx + 20, cy - 5))
     assert [widget(page, 3, n) for n in ("dx", "dy", "scale")] == [20, -5, 1]
-    drag(page, screen(page, 3, cx + 20, cy - 5), screen(page, 3, cx + 200, cy - 5))  # kept inside the image
-    assert [widget(page, 3, n) for n in ("dx", "dy")] == [48 - b["x1"], -5]
+    # past the frame (the node crops that part), but never so far that none of the box is left
+    drag(page, screen(page, 3, cx + 20, cy - 5), screen(page, 3, cx + 200, cy - 5))
+    assert [widget(page, 3, n) for n in ("dx", "dy")] == [48 - 1 - b["x0"], -5]
     shot(page, 3, "loadimage_move.png")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_workflow_loads_with_no_node_over_another(page, server, name):  # noqa: F811
+    """At the sizes the frontend gives the loaded nodes (it grows a node its widgets need)."""
+    wf = json.loads((ROOT / "workflows" / name).read_text())
+    load_graph(page, wf)
+    rects = page.evaluate(f"""() => {APP}.graph.nodes.map(n => {{
+        const b = n.getBounding(); return [n.id, n.type, b[0], b[1], b[0] + b[2], b[1] + b[3]]; }})""")
+    assert len(rects) == len(wf["nodes"])
+    over = [(a[:2], b[:2]) for a, b in itertools.combinations(rects, 2)
+            if a[2] < b[4] and b[2] < a[4] and a[3] < b[5] and b[3] < a[5]]
+    assert over == [], over
 
 
 def _update_docs_screenshot() -> None:
@@ -435,6 +638,6 @@ def test_nodes_send_their_picture_to_the_editor(server):  # noqa: F811
     assert run.status["status_str"] == "error"
     assert "describe no change" in run.events("execution_error")[0]["exception_message"]
     [msg] = run.events("dragondiffusion.editor_preview")
-    assert msg["node"] == move_id and set(msg["output"]) == {"dragon_mask"}, msg
+    assert msg["node"] == move_id and set(msg["output"]) == {"dragon_image", "dragon_mask"}, msg
     mask = view_image(server, msg["output"]["dragon_mask"][0])
     assert mask.shape == (32, 32, 3) and set(np.unique(mask)) <= {0, 255} and (mask == 255).any()

@@ -317,7 +317,7 @@ def test_an_edit_runs_with_the_network_and_pickle_refused(env, monkeypatch):
 
 def test_no_node_input_is_a_file_path_an_upload_or_a_file_list(env):
     """The pack's nodes accept no paths: nothing a prompt sends can name a file.
-    STRING inputs are the points and the demo prompt (both parsed); combos are fixed
+    STRING inputs are the points, the selections and the demo prompt (all parsed); combos are fixed
     lists of modes; nothing asks for an upload or lists a models/input folder."""
     import folder_paths
 
@@ -342,7 +342,7 @@ def test_no_node_input_is_a_file_path_an_upload_or_a_file_list(env):
                         (node, name, values)
                 if typ == "STRING":
                     strings.add(name)
-    assert strings == {"points", "prompt"}
+    assert strings == {"points", "prompt", "selection", "reference_selection", "region"}
 
 
 def test_a_memory_of_two_images_is_refused_as_base_and_as_reference(env):

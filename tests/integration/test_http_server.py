@@ -11,7 +11,7 @@ from the server carry its tail.
 Checked: /object_info lists every node with its category, description and tooltips, and the
 pack imported cleanly; the template browser offers the shipped workflows; every shapes demo
 workflow, fetched from the server's template endpoint and converted to an API prompt with the
-server's own node definitions, runs and saves a 32x32 picture; errors reach the client naming
+server's own node definitions, runs and saves its 32x32 result upscaled to 256x256; errors reach the client naming
 the input; progress is reported per step for the Inversion and the Guided Sampler; POST
 /interrupt stops either node within one step and the next prompt gives the same image as
 before; the same prompt after /free (models unloaded, caches dropped, everything re-executed)
@@ -399,7 +399,7 @@ def test_shapes_demo_workflow_runs_over_http(server, name):
     run = execute_ok(server, prompt)
     info, img = saved_image(server, run)
     assert info["filename"].startswith(f"http_{Path(name).stem}")
-    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8  # the 32x32 result, upscaled 8x to be seen
     assert img.std() > 5, "the saved image is blank"
     # it is an edit, not a copy of an input: differs from every input preview (PreviewImage, type temp)
     previews = [view_image(server, i) for out in run.history["outputs"].values() for i in out.get("images", [])

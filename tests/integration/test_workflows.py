@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from workflow_spec import SPECS_PATH, load_specs, spec_from_class, to_api
+from workflow_spec import SPECS_PATH, VIRTUAL_NODES, load_specs, spec_from_class, to_api
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
@@ -35,7 +35,7 @@ def test_workflows_are_generated_and_up_to_date():
 
 def test_node_specs_snapshot_matches_comfyui(comfy_env):
     classes = comfy_env.nodes.NODE_CLASS_MAPPINGS
-    used = {n["type"] for p in WORKFLOWS for n in json.loads(p.read_text())["nodes"]}
+    used = {n["type"] for p in WORKFLOWS for n in json.loads(p.read_text())["nodes"]} - VIRTUAL_NODES
     ours = {k for k in classes if k.startswith("DragonDiff_")}
     live = {k: spec_from_class(classes[k]) for k in sorted(used | ours)}
     if os.environ.get("UPDATE_NODE_SPECS"):
@@ -49,7 +49,8 @@ def test_node_specs_snapshot_matches_comfyui(comfy_env):
 def test_workflow_converts_validates_and_runs(comfy_env, path):
     classes = comfy_env.nodes.NODE_CLASS_MAPPINGS
     ui = json.loads(path.read_text())
-    prompt = to_api(ui, {n["type"]: spec_from_class(classes[n["type"]]) for n in ui["nodes"]})
+    prompt = to_api(ui, {n["type"]: spec_from_class(classes[n["type"]]) for n in ui["nodes"]
+                         if n["type"] not in VIRTUAL_NODES})
     valid = asyncio.run(comfy_env.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
     if "sd15" in path.name or "sdxl" in path.name:
         # no checkpoint or photo here: only those files may be missing
@@ -64,4 +65,4 @@ def test_workflow_converts_validates_and_runs(comfy_env, path):
 
     info = out[saves[0]]["images"][0]
     img = np.asarray(Image.open(comfy_env.base / "output" / info["subfolder"] / info["filename"]).convert("RGB"))
-    assert img.shape == (32, 32, 3) and img.std() > 5
+    assert img.shape == (256, 256, 3) and img.std() > 5  # the 32x32 result, upscaled 8x to be seen

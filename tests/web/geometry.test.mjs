@@ -228,16 +228,23 @@ test("hitMovedMask: on the object after the move, not on its old place", () => {
   assert.ok(!G.hitMovedMask(m, w, h, t, 60, 60));
 });
 
-test("dragOffset: whole pixels from the drag, the box kept inside the image", () => {
+test("dragOffset: whole pixels from the drag, at least one pixel of the box kept in the image", () => {
   const box = { x0: 4, y0: 4, x1: 10, y1: 8 };
   const start = { dx: 2, dy: 0 };
   assert.deepEqual(G.dragOffset(box, start, 1, [5, 5], [9.4, 7.6], 32, 32), { dx: 6, dy: 3 });
-  assert.deepEqual(G.dragOffset(box, start, 1, [5, 5], [100, -100], 32, 32), { dx: 22, dy: -4 });
-  assert.deepEqual(G.dragOffset(box, start, 1, [5, 5], [-100, 100], 32, 32), { dx: -4, dy: 24 });
+  // past the frame (cropped by the node), but never all the way out: x 31..37, y -3..1
+  assert.deepEqual(G.dragOffset(box, start, 1, [5, 5], [100, -100], 32, 32), { dx: 27, dy: -7 });
+  assert.deepEqual(G.dragOffset(box, start, 1, [5, 5], [-100, 100], 32, 32), { dx: -9, dy: 27 });
   // scaled 2x about (7, 6): box 1..13 x 2..10
-  assert.deepEqual(G.dragOffset(box, { dx: 0, dy: 0 }, 2, [0, 0], [-100, 100], 32, 32), { dx: -1, dy: 22 });
-  // a box wider than the image: no limit along x
+  assert.deepEqual(G.dragOffset(box, { dx: 0, dy: 0 }, 2, [0, 0], [-100, 100], 32, 32), { dx: -12, dy: 29 });
+  // a box wider than the image: free until it would leave entirely (x -15..45 at scale 2)
   assert.deepEqual(G.dragOffset({ x0: 0, y0: 0, x1: 30, y1: 2 }, { dx: 0, dy: 0 }, 2, [0, 0], [-40, 0], 32, 32).dx, -40);
+});
+
+test("boxOverlaps: partly past the frame overlaps, wholly outside does not", () => {
+  assert.ok(G.boxOverlaps({ x0: 28, y0: 4, x1: 36, y1: 8 }, 32, 32));
+  assert.ok(!G.boxOverlaps({ x0: 32, y0: 4, x1: 40, y1: 8 }, 32, 32));
+  assert.ok(!G.boxOverlaps({ x0: 4, y0: -8, x1: 10, y1: 0 }, 32, 32));
 });
 
 test("scaleFromHandle: the pointer on the diagonal sets the scale, step 0.01, within 0.1..10", () => {
