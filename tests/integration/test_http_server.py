@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import contextlib
 import json
 import os
 import socket
@@ -98,14 +99,14 @@ def _get_json(url: str, timeout: float = 10.0) -> Any:
         return json.loads(r.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, comfyui_path) -> ComfyServer:
-    comfy_path = comfyui_path
+@contextlib.contextmanager
+def run_server(comfy_path: Path, base: Path, models: dict[str, Path] | None = None, extra_args: tuple = (),
+               threads: str = "1", stop_timeout: float = 15.0):
+    """``main.py --cpu`` with this pack in a custom_nodes folder and fresh input, output, temp and
+    user folders under ``base``, model folders (``{"checkpoints": path}``) added through
+    --extra-model-paths-config; yields the ready ComfyServer and stops it afterwards."""
     if not (comfy_path / "main.py").is_file():
         pytest.skip(f"COMFYUI_PATH={str(comfy_path)!r} has no main.py to start a server with")
-    pytest.importorskip("aiohttp", reason="the HTTP server tests drive the websocket with aiohttp")
-    pytest.importorskip("PIL", reason="the HTTP server tests read the saved PNGs with Pillow")
-    base = tmp_path_factory.mktemp("comfy_http")
     dirs = {name: base / name for name in ("input", "output", "temp", "user", "custom_nodes")}
     for d in dirs.values():
         d.mkdir()
@@ -114,15 +115,16 @@ def server(tmp_path_factory, comfyui_path) -> ComfyServer:
     # ComfyUI's extra_model_paths.yaml: any section, any folder kind; "custom_nodes" adds a folder
     # to scan for node packs (utils/extra_config.py -> folder_paths.add_model_folder_path).
     config = base / "extra_model_paths.yaml"
-    config.write_text(f"dragondiffusion_http_test:\n  custom_nodes: {json.dumps(str(dirs['custom_nodes']))}\n")
+    folders = {"custom_nodes": dirs["custom_nodes"], **(models or {})}
+    config.write_text("dragondiffusion_test:\n" + "".join(f"  {k}: {json.dumps(str(v))}\n" for k, v in folders.items()))
     port = _free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--extra-model-paths-config", str(config),
            "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER,
            "--input-directory", str(dirs["input"]), "--output-directory", str(dirs["output"]),
            "--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"]),
-           "--database-url", "sqlite:///:memory:", "--disable-auto-launch"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+           "--database-url", "sqlite:///:memory:", "--disable-auto-launch", *extra_args]
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     log_path = base / "server.log"
     log_file = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=comfy_path, stdin=subprocess.DEVNULL, stdout=log_file,
@@ -147,11 +149,19 @@ def server(tmp_path_factory, comfyui_path) -> ComfyServer:
         if proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=stop_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(timeout=15)
+                proc.wait(timeout=stop_timeout)
         log_file.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, comfyui_path) -> ComfyServer:
+    pytest.importorskip("aiohttp", reason="the HTTP server tests drive the websocket with aiohttp")
+    pytest.importorskip("PIL", reason="the HTTP server tests read the saved PNGs with Pillow")
+    with run_server(comfyui_path, tmp_path_factory.mktemp("comfy_http")) as srv:
+        yield srv
 
 
 # -- talking to it -------------------------------------------------------------------------------------
