@@ -4,8 +4,11 @@ Playwright drives Debian's chromium (``/usr/bin/chromium``, or ``$CHROMIUM``; Pl
 browser downloads are never used) against the server that test_http_server.py starts (same
 fixture: main.py --cpu, the pack as a custom_nodes folder, temporary directories).
 
-Checked, as a user does it with the mouse (each test waits for what it uses: the graph loaded,
-the node and its editor mounted and placed, the picture loaded; no fixed sleeps):
+Checked, as a user does it with the mouse (each test waits for what it uses: the frontend's own
+start finished (its restore of the default workflow, which would replace a graph loaded earlier),
+the graph loaded with every node and widget, the node's editor mounted and placed, the picture
+loaded; no fixed sleeps; the server's user, input, output and temp folders are fresh ones, so a
+ComfyUI a person has used cannot change the result):
 - First edit on a photo: the Stable Diffusion move workflow's structure (scripts/make_workflows.py)
   on the bundled model, a demo picture in Load Image: the Move / Resize editor shows it through
   the Resize node before anything runs; a box drawn around the object selects it, dragging moves
@@ -120,7 +123,7 @@ def page(browser_tools, server):  # noqa: F811
         pg.on("pageerror", lambda e: problems.append(f"page error: {e} {e.stack}")
               if EXTENSION_URL in (e.stack or "") else None)
         pg.goto(server.url)
-        pg.wait_for_function(f"{APP}?.graph && {APP}.vueAppReady", timeout=60_000)
+        wait_for_startup_graph(pg)
         pg.problems = problems
         yield pg
         browser.close()
@@ -130,13 +133,26 @@ def page(browser_tools, server):  # noqa: F811
 # -- helpers ----------------------------------------------------------------------------------------
 
 
+def wait_for_startup_graph(pg) -> None:
+    """Wait until the frontend has finished its own start: ``app.vueAppReady`` turns true
+    *before* the app registers the node types and restores the previous (or default) workflow,
+    and a graph a test loads before that restore is replaced under it. ``window.app`` is set
+    after setup; the default workflow (a fresh user and browser profile have no previous one)
+    is the restore's last step."""
+    pg.wait_for_function("() => window.app?.graph?.nodes?.length > 0 && window.graph === window.app.graph",
+                         timeout=60_000)
+
+
 def load_graph(pg, wf: dict) -> dict:
-    """Load a UI-format workflow into the page and wait until every node is there and every
-    editor is mounted; returns {class_type: node id}."""
+    """Load a UI-format workflow into the page and wait until every node of it is there (same id
+    and type), its widgets built and every editor mounted; returns {class_type: node id}."""
     pg.evaluate(f"async (wf) => {{ await {APP}.loadGraphData(wf); }}", wf)
-    pg.wait_for_function(f"""([n, editors]) => {{ const g = {APP}.graph; return g.nodes.length === n &&
+    nodes = [[n["id"], n["type"], len(n.get("widgets_values") or [])] for n in wf["nodes"]]
+    pg.wait_for_function(f"""([nodes, editors]) => {{ const g = {APP}.graph; return g.nodes.length === nodes.length &&
+        nodes.every(([id, type, nw]) => {{ const x = g.getNodeById(id); return x && x.type === type &&
+            (nw === 0 || (x.widgets?.length ?? 0) > 0); }}) &&
         g.nodes.every(x => !editors.includes(x.type) || x.dragonEditor?.widget); }}""",
-                         arg=[len(wf["nodes"]), EDITOR_NODES])
+                         arg=[nodes, EDITOR_NODES])
     pg.keyboard.press("Escape")
     return pg.evaluate(f"() => Object.fromEntries({APP}.graph.nodes.map(n => [n.type, n.id]))")
 

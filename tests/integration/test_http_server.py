@@ -395,6 +395,25 @@ def test_object_info_lists_every_node_documented_and_the_pack_imported_cleanly(s
     assert not [line for line in startup if "IMPORT FAILED" in line and PACK_FOLDER in line]
 
 
+def test_server_starts_from_its_own_fresh_folders(server, comfyui_path):
+    """A ComfyUI a person has used (saved workflows, settings, inputs) cannot change a test: the
+    server was started with its own user, input, output and temp folders, all empty at start."""
+    argv = _get_json(server.url + "/system_stats")["system"]["argv"]
+    for flag, name in (("--user-directory", "user"), ("--input-directory", "input"),
+                       ("--output-directory", "output"), ("--temp-directory", "temp")):
+        assert flag in argv and Path(argv[argv.index(flag) + 1]) == server.dirs[name], (flag, argv)
+        assert comfyui_path.resolve() not in server.dirs[name].resolve().parents, (flag, server.dirs[name])
+    # the frontend's stored state lives in the user folder: no saved workflow; no setting but the
+    # ones tests post (the browser suite's first-run flag)
+    try:
+        saved = _get_json(server.url + "/userdata?dir=workflows&recurse=true")
+    except urllib.error.HTTPError as e:  # 404: no workflows folder at all
+        assert e.code == 404, e
+        saved = []
+    assert saved == [], f"saved workflows found: {saved}"
+    assert set(_get_json(server.url + "/settings")) <= {"Comfy.TutorialCompleted"}
+
+
 def test_template_browser_offers_the_shipped_workflows(server):
     listed = _get_json(server.url + "/api/workflow_templates")
     shipped = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
