@@ -190,7 +190,7 @@ def build_cli_edit(args: argparse.Namespace, backend, enc) -> CliEdit:
     settings = default_settings(kind, edit_defaults(args), cfg=args.cfg, energy_scale=args.energy_scale,
                                 seed=args.seed, flexibility=args.flexibility, time_travel=args.time_travel,
                                 attention=False if args.no_attention else None)
-    for line in setting_warnings(settings, default_settings(kind, edit_defaults(args))):
+    for line in setting_warnings(settings, default_settings(kind, edit_defaults(args)), mem.steps):
         print(f"warning: --{line.replace('_', '-', 1)}", file=sys.stderr)
     return CliEdit(mem, edit, settings, cond, uncond, sheet)
 
@@ -217,7 +217,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     stats = dict(res.stats, seconds=round(time.time() - t0, 3))
     paths = write_edit(args, res.latent, stats, job.sheet)
     print(f"{args.kind} edit in {stats['seconds']:.1f}s (inversion included): {stats['steps']} steps, "
-          f"{stats['guided_steps']} guided; {describe(job.settings)}")
+          f"{stats['guided_steps']} guided; {describe(job.settings, stats['steps'])}")
     print_written(paths)
     return 0
 

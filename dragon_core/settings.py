@@ -106,14 +106,22 @@ def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = No
     return EditSettings(**values)
 
 
+def attention_steps(settings: EditSettings, steps: int) -> list[int]:
+    """The steps of an ``steps``-step run on which cross-branch attention reads the memory
+    (``attention_start`` and ``attention_end`` are step numbers, as in the reference code)."""
+    if not settings.attention:
+        return []
+    return [s for s in range(steps)
+            if s >= settings.attention_start and (settings.attention_end is None or s <= settings.attention_end)]
+
+
 def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, feature_levels: tuple[int, ...],
                       base: MemoryPolicy | None = None) -> MemoryPolicy:
     """A memory policy that keeps only what edits with these ``settings`` read at ``steps``:
     K/V inputs from the attention's first step to its last, features on guided steps only.
     (The default policy keeps every step: one memory then serves any edit settings.)"""
     group = [settings] if isinstance(settings, EditSettings) else list(settings)
-    kv = {s for st in group if st.attention for s in range(steps)
-          if s >= st.attention_start and (st.attention_end is None or s <= st.attention_end)}
+    kv = {s for st in group for s in attention_steps(st, steps)}
     feats = {s for st in group for s in range(steps) if st.guided(s, steps)}
     return replace(base or MemoryPolicy(), steps=frozenset(kv), feature_steps=frozenset(feats),
                     feature_levels=feature_levels)
@@ -126,10 +134,15 @@ def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, f
 ENERGY_WARN_FACTOR = 4.0
 
 
-def setting_warnings(settings: EditSettings, default: EditSettings) -> list[str]:
+def setting_warnings(settings: EditSettings, default: EditSettings, steps: int) -> list[str]:
     """One line per setting so far from this edit's default that the result is likely broken,
-    naming the setting and what to do (the node and the command line print them)."""
+    or that does nothing at ``steps`` steps, naming the setting and what to do (the node and the
+    command line print them)."""
     out = []
+    if settings.attention and not attention_steps(settings, steps):
+        out.append(f"steps {steps}: cross-branch attention starts at step {settings.attention_start}, so it never "
+                   f"reads the memory and the result keeps less of the original's look; invert with at least "
+                   f"{settings.attention_start + 2} steps (the paper uses 50)")
     if default.energy_scale > 0 and settings.energy_scale > ENERGY_WARN_FACTOR * default.energy_scale:
         out.append(f"energy_scale {settings.energy_scale:g} is {settings.energy_scale / default.energy_scale:.0f}x "
                    f"this edit's default ({default.energy_scale:g}): above {ENERGY_WARN_FACTOR:g}x the result usually "
@@ -138,10 +151,14 @@ def setting_warnings(settings: EditSettings, default: EditSettings) -> list[str]
     return out
 
 
-def describe(settings: EditSettings) -> str:
-    """The values an edit runs with, for the console line (after "-1 = default" was resolved)."""
+def describe(settings: EditSettings, steps: int) -> str:
+    """The values an edit of ``steps`` steps runs with, for the console line (after "-1 = default"
+    was resolved); cross-branch attention with the steps it is active on."""
+    active = attention_steps(settings, steps)
+    attention = ("off" if not settings.attention else "on but never active" if not active else
+                 f"on (steps {active[0]}-{active[-1]})")
     return (f"cfg {settings.cfg:g}, energy_scale {settings.energy_scale:g}, guidance_end {settings.guide_until:g}, "
-            f"flexibility {settings.flexibility:g}, cross_attention {'on' if settings.attention else 'off'}")
+            f"flexibility {settings.flexibility:g}, cross_attention {attention}")
 
 
 def with_overrides(settings: EditSettings, **kw: Any) -> EditSettings:

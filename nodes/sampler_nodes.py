@@ -111,7 +111,7 @@ class GuidedSampler(io.ComfyNode):
         settings = default_settings(kind, edit_defaults(model), cfg=_auto(cfg), energy_scale=_auto(energy_scale),
                                     guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
                                     attention=bool(cross_attention))
-        for line in setting_warnings(settings, default_settings(kind, edit_defaults(model))):
+        for line in setting_warnings(settings, default_settings(kind, edit_defaults(model)), memory.steps):
             logging.warning("%s: %s", SAMPLER, line)
         done = [-1]  # the last finished step, for the out-of-memory message
         progress = progress_callback(memory.steps)
@@ -132,7 +132,7 @@ class GuidedSampler(io.ComfyNode):
                 raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
         logging.info("%s: %s edit, %s steps (%s guided passes), %s; %.1f s", SAMPLER, kind, memory.steps,
-                     result.stats["guided_steps"], describe(settings), time.perf_counter() - t0)
+                     result.stats["guided_steps"], describe(settings, memory.steps), time.perf_counter() - t0)
         return io.NodeOutput({"samples": samples})
 
 

@@ -217,10 +217,15 @@ def test_edit_warns_about_a_far_too_strong_energy_and_prints_the_values_used(tmp
     save_png(case.scene.render(), tmp_path / "img.png")
     save_png(case.scene.masks()[case.index].astype(np.float32)[..., None].repeat(3, 2), tmp_path / "mask.png")
     argv = ["edit", "move", "--image", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
-            "--dx", str(case.dx), "--dy", str(case.dy), "--steps", "3", "--out", str(tmp_path / "o")]
+            "--dx", str(case.dx), "--dy", str(case.dy), "--steps", "7", "--out", str(tmp_path / "o")]
     assert main(argv) == 0
     out = capsys.readouterr()
     assert "warning" not in out.err and "energy_scale 240, guidance_end 1" in out.out
+    assert "cross_attention on (steps 5-6)" in out.out
+    assert main(argv + ["--steps", "3"]) == 0  # the attention's first step is past the run's end: said, not hidden
+    out = capsys.readouterr()
+    assert "warning: --steps 3: cross-branch attention starts at step 5, so it never reads the memory" in out.err
+    assert "cross_attention on but never active" in out.out
     assert main(argv + ["--energy-scale", "5000"]) == 0
     out = capsys.readouterr()
     assert "warning: --energy-scale 5000 is 21x this edit's default (240)" in out.err and "noise" in out.err

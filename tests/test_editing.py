@@ -368,7 +368,25 @@ def test_settings_warn_only_far_above_the_default_energy():
     from dragon_core.settings import ENERGY_WARN_FACTOR, describe, setting_warnings
 
     base = default_settings("move")
-    assert setting_warnings(with_overrides(base, energy_scale=base.energy_scale * ENERGY_WARN_FACTOR), base) == []
-    (line,) = setting_warnings(with_overrides(base, energy_scale=base.energy_scale * 10), base)
+    assert setting_warnings(with_overrides(base, energy_scale=base.energy_scale * ENERGY_WARN_FACTOR), base, 50) == []
+    (line,) = setting_warnings(with_overrides(base, energy_scale=base.energy_scale * 10), base, 50)
     assert line.startswith("energy_scale 400 is 10x this edit's default (40)")
-    assert describe(base) == "cfg 4, energy_scale 40, guidance_end 0.6, flexibility 0, cross_attention on"
+    assert describe(base, 50) == ("cfg 4, energy_scale 40, guidance_end 0.6, flexibility 0, "
+                                  "cross_attention on (steps 5-49)")
+
+
+def test_attention_that_never_runs_is_reported_not_claimed():
+    """Move's cross-branch attention starts at step 5 (the reference code's): a 4-step run would
+    log 'cross_attention on' while it never reads the memory; it says so and warns instead."""
+    from dragon_core.settings import attention_steps, describe, setting_warnings
+
+    base = default_settings("move")
+    assert attention_steps(base, 4) == [] and attention_steps(base, 7) == [5, 6]
+    assert describe(base, 4).endswith("cross_attention on but never active")
+    (line,) = setting_warnings(base, base, 4)
+    assert line.startswith("steps 4: cross-branch attention starts at step 5, so it never reads the memory")
+    assert setting_warnings(base, base, 7) == []
+    assert setting_warnings(with_overrides(base, attention=False), base, 4) == []  # off on purpose: nothing to say
+    assert describe(with_overrides(base, attention=False), 4).endswith("cross_attention off")
+    # the memory policy keeps K/V for exactly the steps the attention reads
+    assert attention_steps(default_settings("paste"), 50) == list(range(36))
