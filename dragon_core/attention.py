@@ -11,6 +11,8 @@ In every decoder self-attention of the sample being edited, from ``start`` to
 
 Memory K/V are stored pre-projection (``norm1(x)``), so they enter the layer's
 own k/v projections: exactly what projecting and remembering K/V would give.
+Each call asks the memory for its own branch's K/V: a memory captured while
+generating with CFG (``dragon_core.capture``) has both; an inversion has one set.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class CrossBranchAttention(UNetHooks):
     def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if call.layer.kind != "output" or not self.active(call.step):
             return None
-        ref = self.memory.kv_input(call.step, call.layer, n.device, n.dtype)
+        ref = self.memory.kv_input(call.step, call.layer, n.device, n.dtype, call.branch)
         if ref is None:
             return None
         b = n.shape[0]
@@ -77,7 +79,7 @@ class CrossBranchAttention(UNetHooks):
             kv = torch.cat([n, ref.expand(b, -1, -1)], dim=1)
         else:
             assert self.second is not None
-            obj = self.second.kv_input(call.step, call.layer, n.device, n.dtype)
+            obj = self.second.kv_input(call.step, call.layer, n.device, n.dtype, call.branch)
             if obj is None:
                 return None
             base_idx = self._token_index(n.shape[1], False).to(n.device)

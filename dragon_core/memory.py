@@ -152,19 +152,27 @@ class FeatureMemory:
         if self._loaded is not None and self._loaded[0] == step and (self._loaded[1] or not kv):
             return None  # a full pass of this step holds its features too
         self.release()
+        with torch.no_grad():
+            self._record_step(step, backend, kv)
+        self._loaded = (step, kv)
+        return "full" if kv else "partial"
+
+    def _record_step(self, step: int, backend: Backend, kv: bool) -> None:
+        """Rerun the pass that recorded ``step`` (inversion: ``latents[step + 1]``, cond) and keep its tensors."""
         rec = MemoryRecorder(replace(self.policy, recompute=False), backend.decoder_self_attention_layers())
         if not kv:  # features only: no K/V, and the pass can stop after the last feature level
             rec.layers = frozenset()
         hooks: UNetHooks = rec if kv else HookList(rec, StopAfter(max(self.policy.feature_levels)))
         t = int(self.trajectory.timesteps[step])
-        with torch.no_grad():
-            backend.predict_eps(self.trajectory.latents[step + 1].to(backend.device), t, self.cond, step=step,
-                                branch="cond", hooks=hooks)
+        backend.predict_eps(self.trajectory.latents[step + 1].to(backend.device), t, self.cond, step=step,
+                            branch="cond", hooks=hooks)
+        self.keep(rec)
+
+    def keep(self, rec: "MemoryRecorder") -> None:
+        """Add what ``rec`` recorded to the memory."""
         self.kv.update(rec.kv)
         self.features.update(rec.features)
         self.scales.update(rec.scales)
-        self._loaded = (step, kv)
-        return "full" if kv else "partial"
 
     @property
     def steps(self) -> int:
@@ -203,7 +211,9 @@ class FeatureMemory:
         if self.policy.recompute and (self._loaded is None or self._loaded[0] != step):
             raise RuntimeError(f"recompute memory: step {step} was not prepared (prepare(step, backend) first)")
 
-    def kv_input(self, step: int, layer: LayerKey, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    def kv_input(self, step: int, layer: LayerKey, device: torch.device, dtype: torch.dtype,
+                 branch: str = "cond") -> torch.Tensor | None:
+        """``step``'s K/V input of ``layer`` (None if not kept); an inversion has one for either ``branch``."""
         self._check_loaded(step)
         t = self.kv.get((step, layer))
         if t is None:

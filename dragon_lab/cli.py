@@ -10,6 +10,7 @@ Commands:
   model-report  measure a model: sample rates, reconstruction PSNR
   bench    score every edit kind against ground truth, with baselines
   perf     reference schedule vs efficient default: passes, memory, peak RSS, time (JSON)
+  capture-bench  moves on generated samples: memory captured while generating vs inverted
 
 Every command that runs the model takes ``--model DIR`` (default: the bundled
 shapes model), ``--steps``, and ``--threads`` (torch CPU threads). The product's
@@ -255,6 +256,27 @@ def _held_out(args: argparse.Namespace, backend, enc, kinds: tuple[str, ...], sp
     return 0
 
 
+def cmd_capture_bench(args: argparse.Namespace) -> int:
+    from dragon_core.settings import default_settings
+
+    from .capture_bench import format_capture_bench, run_capture_bench
+
+    backend, enc = load_model(args)
+    cfg, spacing = sampling(args)
+    settings = default_settings("move", edit_defaults(args), cfg=args.edit_cfg)
+    result = run_capture_bench(backend, enc, settings, args.n, args.steps, cfg, spacing, args.memory)
+    print(format_capture_bench(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        rows = [{k: v for k, v in r.items() if k != "images"} for r in result["rows"]]
+        Path(args.json).write_text(json.dumps({**result, "rows": rows}, indent=2) + "\n")
+        print_written([Path(args.json)])
+    if args.sheet:
+        panels = [r["images"][k] for r in result["rows"] for k in ("sample", "captured", "inverted")]
+        print_written([save_png(grid(panels, 3), args.sheet, 4)])
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from .perf import run_perf
 
@@ -353,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "textured, far)")
     be.add_argument("--prompts", default="input,empty", help="held-out: sample prompts to run each case with")
     be.set_defaults(func=cmd_bench)
+
+    cb = sub.add_parser("capture-bench", help="moves on generated samples: captured memory vs the sample inverted")
+    model_args(cb)
+    cb.add_argument("--n", type=int, default=16, help="samples to generate (default 16)")
+    cb.add_argument("--cfg", type=float, default=None, help="generation cfg (default: the model's)")
+    cb.add_argument("--edit-cfg", type=float, default=None, help="the move's cfg (default: the model's move setting)")
+    cb.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    cb.add_argument("--sheet", default=None, help="contact sheet PNG: sample | captured | inverted per row")
+    memory_arg(cb)
+    cb.set_defaults(func=cmd_capture_bench)
 
     pf = sub.add_parser("perf", help="reference schedule vs efficient default: passes, memory, RSS, time (JSON)")
     pf.add_argument("--json", default="benchmarks/perf.json", help="output JSON (default benchmarks/perf.json)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import demo_nodes, edit_nodes, memory_nodes, sampler_nodes
+from . import capture_nodes, demo_nodes, edit_nodes, memory_nodes, sampler_nodes
 
-ALL_NODES: list[type[io.ComfyNode]] = [*memory_nodes.NODES, *edit_nodes.NODES, *sampler_nodes.NODES,
-                                       *demo_nodes.NODES]
+ALL_NODES: list[type[io.ComfyNode]] = [*memory_nodes.NODES, *capture_nodes.NODES, *edit_nodes.NODES,
+                                       *sampler_nodes.NODES, *demo_nodes.NODES]
 
 
 class DragonDiffusionExtension(ComfyExtension):

@@ -409,10 +409,83 @@ def sd15(kind: str, family: str = "sd15", photos: tuple[str, str] = ("example.pn
     return w.to_json()
 
 
+# -- generate, capture the memory, move: no inversion ---------------------------------------------------------
+
+# the bundled model's sample for this prompt and seed (20 steps, cfg 3) shows the blue disc at the left; the
+# selection is its colour segmentation (one box per pixel row), the move takes it up and to the right
+CAPTURE_DEMO = dict(prompt="flat, yellow triangle, blue disc", seed=4, steps=20, cfg=3.0, dx=10, dy=-8,
+                    selection="box 6,11,13,12; box 4,12,15,13; box 3,13,15,14; box 3,14,16,15; box 2,15,16,16; "
+                              "box 2,16,17,17; box 2,17,17,18; box 2,18,17,19; box 2,19,17,20; box 2,20,16,21; "
+                              "box 3,21,16,22; box 3,22,15,23; box 4,23,14,24; box 5,24,13,25")
+
+CAPTURE_NOTES = {
+    "shapes": "### Generate, then move: no inversion (bundled shapes model)\n\n"
+              "1. Press **Run**: the image is generated with its memory, and the blue disc moves up and right.\n"
+              "2. To edit: drag the object in the **Move / Resize** editor, then Run again (the seed is fixed, "
+              "so the generation is reused, not run again).\n"
+              "3. Try another prompt or seed: Run once, then draw a **Box** around an object in the editor.\n",
+    "sd15": "### Generate an image, then move an object in it\n\n"
+            "1. In **Load Checkpoint**, pick a Stable Diffusion 1.5 checkpoint.\n"
+            "2. Write the prompt and press **Run**: the image is generated with its memory (no inversion); the "
+            "**Move / Resize** node then shows it and asks for an object.\n"
+            "3. In the **Move / Resize** node, drag a box around the object, then drag it where it should go.\n"
+            "4. Press **Run** again: the seed is fixed, so only the edit runs. Keep the Guided Sampler's cfg at "
+            "-1 (4) or equal to the generation's cfg: what the edit does not touch then stays as generated.\n",
+}
+
+
+def capture_sample(c: Column, model: Node, positive: Node, pos_slot: int, negative: Node, size: int, seed: int,
+                   steps: int, cfg: float) -> Node:
+    n = c.add("DragonDiff_CaptureSample", [size, size, seed, "fixed", steps, cfg, 2, "int8"],
+              [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+              [("latent", "LATENT"), ("memory", "DRAGON_MEMORY")], 270)
+    c.w.link(model, 0, n, "model")
+    c.w.link(positive, pos_slot, n, "positive")
+    c.w.link(negative, 0, n, "negative")
+    return n
+
+
+def capture_move(family: str) -> dict:
+    """Generate with memory, then move an object of the generated image: the bundled model (a preset
+    move that runs as shipped) or Stable Diffusion 1.5 (stock loaders; the object selected by the user)."""
+    d = CAPTURE_DEMO
+    shapes = family == "shapes"
+    w = Workflow()
+    a = Column(w, 20, 380)
+    note(a, CAPTURE_NOTES[family], 190 if shapes else 270)
+    if shapes:
+        model, vae, vae_slot = shapes_model(a), vae_loader(a), 0
+        pos, neg = shapes_prompt(a, d["prompt"], "Prompt"), shapes_prompt(a, "", "Negative (empty)")
+    else:
+        model = vae = a.add("CheckpointLoaderSimple", [FAMILIES["sd15"]["ckpt"]], [],
+                            [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")], 100)
+        vae_slot = 2
+        pos = a.add("CLIPTextEncode", ["a photo of a red apple and a cup on a wooden table"], [("clip", "CLIP")],
+                    [("CONDITIONING", "CONDITIONING")], 110, "Prompt")
+        neg = a.add("CLIPTextEncode", [""], [("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], 110, "Negative")
+        w.link(model, 1, pos, "clip")
+        w.link(model, 1, neg, "clip")
+    b = Column(w, a.right, 320)
+    gen = capture_sample(b, model, pos, 0, neg, 32 if shapes else 512, d["seed"], d["steps"] if shapes else 50,
+                         d["cfg"] if shapes else 4.0)
+    image = vae_decode(b, gen, vae, vae_slot)
+    if shapes:
+        preview(b, upscale(b, image), 0, "Generated")
+    c = Column(w, b.right, 420)
+    edit = move_edit(c, image, **({k: d[k] for k in ("dx", "dy", "selection")} if shapes else {}))
+    out = guided_sampler(c, model, pos, 0, neg, gen, edit)
+    e = Column(w, c.right, 420 if not shapes else 300)
+    result = vae_decode(e, out, vae, vae_slot)
+    save(e, upscale(e, result) if shapes else result, f"dragon_capture_move_{family}", 340 if shapes else 480)
+    return w.to_json()
+
+
 WORKFLOWS = {f"dragon_{k}_shapes_demo.json": (lambda k=k: shapes_demo(k)) for k in DEMO}
 WORKFLOWS.update({f"dragon_{k}_sd15.json": (lambda k=k: sd15(k)) for k in ("move", "resize", "drag", "appearance",
                                                                               "paste")})
 WORKFLOWS["dragon_move_sdxl.json"] = lambda: sd15("move", "sdxl")
+WORKFLOWS["dragon_capture_move_shapes_demo.json"] = lambda: capture_move("shapes")
+WORKFLOWS["dragon_capture_move_sd15.json"] = lambda: capture_move("sd15")
 
 
 def main() -> None:
