@@ -7,7 +7,13 @@ backend, set for the duration of one :meth:`DiffusersBackend.predict_eps`.
 
 The backend installs its processors on the UNet it is given and restores the
 previous ones in :meth:`close` (also a context manager), so a caller's model is
-left as it was.
+left as it was, except for its device and dtype: a UNet not already on ``device``
+in ``dtype`` is moved and cast in place (``nn.Module.to``) and stays so.
+
+Dtypes: the weights run in ``dtype`` (fp32, fp16 or bf16); latents, conditioning and
+eps cross the interface in the caller's dtype (the core's fp32), cast at the UNet's
+edges. Decoder features reach the hooks in ``dtype``; the sampler computes the
+energies and their gradients in fp32 (``dragon_core.sampler.energy_grad``).
 """
 
 from __future__ import annotations
@@ -73,8 +79,9 @@ class DiffusersBackend:
 
     def __init__(self, unet: Any, alphas_cumprod: torch.Tensor, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        p0 = next(unet.parameters())
-        if p0.device != torch.device(device) or p0.dtype != dtype:
+        p0, dev = next(unet.parameters()), torch.device(device)
+        same_device = p0.device.type == dev.type and dev.index in (None, p0.device.index)
+        if not same_device or p0.dtype != dtype:
             unet = unet.to(device=device, dtype=dtype)
         self.unet = unet.eval()
         # gradients are only ever taken w.r.t. latents: freeze weights, restore on close()

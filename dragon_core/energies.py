@@ -11,7 +11,9 @@ common grid, summed over the feature levels. Terms that should become
 Each ``*_energy`` function returns ``(edit, content)``: the edit energy's
 gradient is applied inside the edit region, the content energy's outside.
 Inputs: lists (one entry per level) of (C, h, w) feature maps, bool (h, w)
-region masks on the same grid.
+region masks on the same grid. Features of any float dtype: the cosines (and so
+every energy) are computed in fp32, so fp16/bf16 features neither overflow in the
+channel sums nor round the energy to half precision.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ import torch
 import torch.nn.functional as F
 
 
+def cosine(a: torch.Tensor, b: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Cosine similarity along ``dim``, in fp32 whatever the inputs' dtype."""
+    return F.cosine_similarity(a.float(), b.float(), dim=dim, eps=1e-6)
+
+
 def cos_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity over channels of two (C, h, w) maps -> (h, w)."""
-    return F.cosine_similarity(a, b, dim=0, eps=1e-6)
+    """Cosine similarity over channels of two (C, h, w) maps -> (h, w), fp32."""
+    return cosine(a, b)
 
 
 def unit(cos: torch.Tensor) -> torch.Tensor:
@@ -44,12 +51,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def mean_vector(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean (C,) feature over a bool (h, w) mask."""
-    return (f * mask).sum(dim=(1, 2)) / mask.sum().clamp(min=1)
+    """Mean (C,) feature over a bool (h, w) mask, fp32."""
+    return (f.float() * mask).sum(dim=(1, 2)) / mask.sum().clamp(min=1)
 
 
 def _zero(feats: list[torch.Tensor]) -> torch.Tensor:
-    return feats[0].sum() * 0
+    return feats[0].float().sum() * 0
 
 
 def move_energy(cur: list[torch.Tensor], ref: list[torch.Tensor], ref_moved: list[torch.Tensor],
@@ -69,7 +76,7 @@ def move_energy(cur: list[torch.Tensor], ref: list[torch.Tensor], ref_moved: lis
         if hole.any():
             content = content + 0.5 * w_contrast * masked_mean(unit(cos_map(fc, fr)), hole)
             if region.any():
-                s = unit(F.cosine_similarity(mean_vector(fc, hole), mean_vector(fr, region), dim=0, eps=1e-6))
+                s = unit(cosine(mean_vector(fc, hole), mean_vector(fr, region)))
                 content = content + similar(s, w_inpaint)
     return edit, content
 
@@ -96,7 +103,7 @@ def drag_energy(cur: list[torch.Tensor], ref: list[torch.Tensor], handle_patches
     for fc, fr in zip(cur, ref):
         cur_vec = fc[:, target_patches[..., 0], target_patches[..., 1]]  # (C, P, K)
         ref_vec = fr[:, handle_patches[..., 0], handle_patches[..., 1]]
-        sims = unit(F.cosine_similarity(cur_vec, ref_vec, dim=0, eps=1e-6))  # (P, K)
+        sims = unit(cosine(cur_vec, ref_vec))  # (P, K)
         edit = edit + similar(sims.mean(dim=1), w_edit).sum() / (n_levels * n_points)
         same = unit(cos_map(fc, fr)) if holes or keep is not None else None
         for m in holes:
@@ -113,7 +120,7 @@ def appearance_energy(cur: list[torch.Tensor], base: list[torch.Tensor], referen
     object's mean feature; outside the object the image stays the base image."""
     edit, content = _zero(cur), _zero(cur)
     for fc, fb, fr in zip(cur, base, reference):
-        s = unit(F.cosine_similarity(mean_vector(fc, m_base), mean_vector(fr, m_ref), dim=0, eps=1e-6))
+        s = unit(cosine(mean_vector(fc, m_base), mean_vector(fr, m_ref)))
         edit = edit + similar(s, w_edit)
         content = content + similar(masked_mean(unit(cos_map(fc, fb)), ~m_base), w_content)
     return edit, content

@@ -32,6 +32,7 @@ from .schedule import alpha_pairs
 from .settings import EditSettings, default_settings
 
 Callback = Callable[[int, torch.Tensor], None]
+HALF = (torch.float16, torch.bfloat16)  # feature dtypes whose energy gradient is loss-scaled
 
 
 @dataclass
@@ -52,15 +53,39 @@ class _Capture(UNetHooks):
             self.h[call.level] = h
 
 
-def _grad(e: torch.Tensor, z: torch.Tensor, retain: bool) -> torch.Tensor:
-    """d e / d z; zero for an energy term that is identically zero (e.g. a weight of 0)."""
+def energy_grad(e: torch.Tensor, feats: list[torch.Tensor], leaves: list[torch.Tensor], z: torch.Tensor,
+                retain: bool) -> torch.Tensor:
+    """d e / d z through the UNet's features ``feats`` (``leaves``: their fp32 copies the energy
+    read).
+
+    The energy's gradient w.r.t. the features is taken in fp32, then sent back through the UNet
+    in the features' dtype. For half-precision features it is first scaled by a power of two so
+    that its largest value is about 1 (fp16's range; loss scaling, as in mixed-precision training):
+    at SD scale the unscaled values sit near fp16's smallest numbers and would flush to zero. The
+    scale is divided out in fp32; on an overflow the backward reruns with a smaller scale."""
     if not e.requires_grad:
-        if e.grad_fn is None and e.detach().abs().item() != 0:
-            raise RuntimeError("the guidance energy has no autograd graph (was the sampler run inside "
-                               "torch.inference_mode()?); the edit would silently lose its guidance")
         return torch.zeros_like(z)
-    (g,) = torch.autograd.grad(e, z, retain_graph=retain, allow_unused=True)
-    return torch.zeros_like(z) if g is None else g
+    gs = torch.autograd.grad(e, leaves, retain_graph=retain, allow_unused=True)
+    pairs = [(f, g) for f, g in zip(feats, gs) if g is not None]
+    if not pairs:
+        return torch.zeros_like(z)
+    if not all(f.requires_grad for f, _ in pairs):
+        raise RuntimeError("the decoder features have no autograd graph (was the sampler run inside "
+                           "torch.inference_mode()?); the edit would silently lose its guidance")
+    half = any(f.dtype in HALF for f, _ in pairs)
+    gmax = max(float(g.abs().max()) for _, g in pairs) if half else 0.0
+    scale = 2.0 ** -math.floor(math.log2(gmax)) if gmax > 0 else 1.0
+    for attempt in range(4):
+        (dz,) = torch.autograd.grad([f for f, _ in pairs], z, [(g * scale).to(f.dtype) for f, g in pairs],
+                                    retain_graph=retain or half, allow_unused=True)
+        if dz is None:
+            return torch.zeros_like(z)
+        if not half or bool(torch.isfinite(dz).all()):
+            return dz / scale
+        if attempt < 3:
+            scale /= 2.0**8  # fp16 overflow in the backward: again with a smaller scale (graph retained)
+    raise FloatingPointError(f"the guidance gradient is not finite in {pairs[0][0].dtype} even at a loss scale of "
+                             f"{scale:g}: run the model in bf16 or fp32")
 
 
 def _guidance(backend: Backend, plan: Plan, levels: tuple[int, ...], z: torch.Tensor, t: int, cond: Any, s: int,
@@ -73,9 +98,12 @@ def _guidance(backend: Backend, plan: Plan, levels: tuple[int, ...], z: torch.Te
         stop = StopAfter(max(levels)) if settings.grad_pass == "partial" else None
         eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=HookList(plan.attention, cap, stop),
                                     grad=True)
-        e_edit, e_con = plan.energy([on_grid(cap.h[lvl].float(), plan.grid) for lvl in levels], s)
+        feats = [cap.h[lvl] for lvl in levels]
+        leaves = [f.detach().to(torch.float32, copy=True).requires_grad_(True) for f in feats]  # energies: fp32
+        e_edit, e_con = plan.energy([on_grid(f, plan.grid) for f in leaves], s)
         gmask = plan.grad_mask.to(z.device, torch.float32)
-        g = _grad(e_edit, z_in, retain=True) * gmask + _grad(e_con, z_in, retain=False) * (1 - gmask)
+        g = (energy_grad(e_edit, feats, leaves, z_in, retain=True) * gmask
+             + energy_grad(e_con, feats, leaves, z_in, retain=False) * (1 - gmask))
     return settings.energy_scale * g, None if eps_c is None else eps_c.detach()
 
 

@@ -73,7 +73,11 @@ Devices and dtypes
     ``comfy.model_management.load_models_gpu`` loads the clone before every call
     (a no-op when it is loaded); inputs go to ``patcher.load_device`` in float32
     and the model casts to its dtype (fp16 models work with the core's fp32).
-    eps comes back in ``z_t``'s dtype and device.
+    eps comes back in ``z_t``'s dtype and device. Decoder features and
+    self-attention inputs reach the hooks in the model's compute dtype (fp16 as
+    ComfyUI loads SD on GPUs, bf16, or the manual-cast dtype); the sampler takes
+    the energies and their gradients in fp32 and loss-scales the fp16 backward
+    (``tests/integration/test_half_precision_comfy.py``).
 
 ComfyUI is imported lazily: this module imports without it.
 """
