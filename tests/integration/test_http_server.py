@@ -56,8 +56,11 @@ NODE_IDS = (
 SHAPES_WORKFLOWS = sorted(p.name for p in (ROOT / "workflows").glob("*shapes*.json"))
 MOVE_WORKFLOW = "dragon_move_shapes_demo.json"
 STEPS = 10  # DDIM steps for ordinary runs (the demo workflows say 50)
-READY_TIMEOUT = 60.0
-RUN_TIMEOUT = 120.0
+# a deadline for the server's start, not a sleep: polled every 0.25 s, so a generous one costs nothing
+# when the machine is idle. 60 s was too short under load (2 cores, other jobs): ComfyUI's start,
+# importing comfy_extras, took over 60 s once in a 10-run loop beside an SD1.5 run
+READY_TIMEOUT = 300.0
+RUN_TIMEOUT = 600.0  # a prompt's deadline (polled, like READY_TIMEOUT); a 10-step shapes prompt takes seconds
 TERMINAL_EVENTS = {"execution_success", "execution_error", "execution_interrupted"}
 
 
