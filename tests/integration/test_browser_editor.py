@@ -42,6 +42,7 @@ reason, without COMFYUI_PATH, playwright or chromium.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -57,6 +58,7 @@ import pytest
 from test_http_server import (  # noqa: F401  (server: the module-scoped fixture, reused here)
     PACK_FOLDER,
     ROOT,
+    RUN_TIMEOUT,
     demo_prompt,
     execute,
     server,
@@ -98,20 +100,20 @@ def browser_tools(comfyui_path):
     return sync_api, _chromium()
 
 
-@pytest.fixture(scope="module")
-def page(browser_tools, server):  # noqa: F811
+@contextlib.contextmanager
+def open_page(browser_tools, server):  # noqa: F811
+    """A chromium page on the server's frontend, its own start finished; fails afterwards on any
+    console or page error that involves the pack's extension."""
     sync_api, chromium = browser_tools
     # a fresh user directory: skip the first-run template dialog
     req = urllib.request.Request(server.url + "/settings", data=json.dumps({"Comfy.TutorialCompleted": True}).encode(),
                                  method="POST", headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=10).close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    _write_loader_image(server.dirs["input"] / LOADER_IMAGE)  # before the page lists the input files
-    _write_photos(server.dirs["input"])
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-        pg.set_default_timeout(20_000)
+        pg.set_default_timeout(60_000)  # deadlines for waits on conditions, never sleeps
         problems: list[str] = []  # console errors and page errors that involve the pack's extension
 
         def on_console(msg):
@@ -128,6 +130,14 @@ def page(browser_tools, server):  # noqa: F811
         yield pg
         browser.close()
     assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def page(browser_tools, server):  # noqa: F811
+    _write_loader_image(server.dirs["input"] / LOADER_IMAGE)  # before the page lists the input files
+    _write_photos(server.dirs["input"])
+    with open_page(browser_tools, server) as pg:
+        yield pg
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -262,7 +272,7 @@ def drag_box(pg, node_id: int, a: tuple[float, float], b: tuple[float, float]) -
     drag(pg, screen(pg, node_id, *a), screen(pg, node_id, *b))
 
 
-def run_and_wait(pg, server) -> tuple[dict, dict]:
+def run_and_wait(pg, server, timeout: float = RUN_TIMEOUT) -> tuple[dict, dict]:
     """Click Run; returns (the prompt the page POSTed, the history entry once it finished)."""
     with pg.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST") as info:
         pg.get_by_role("button", name="Run", exact=True).click()
@@ -270,14 +280,14 @@ def run_and_wait(pg, server) -> tuple[dict, dict]:
     assert response.ok, response.text()
     sent = response.request.post_data_json["prompt"]
     pid = response.json()["prompt_id"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while True:
         with urllib.request.urlopen(f"{server.url}/history/{pid}", timeout=10) as r:
             entry = json.loads(r.read()).get(pid)
         if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
             break
         if time.monotonic() > deadline:
-            server.fail(f"prompt {pid} did not finish within 120 s")
+            server.fail(f"prompt {pid} did not finish within {timeout:.0f} s")
         time.sleep(0.1)
     if entry["status"]["status_str"] != "success":
         server.fail(f"prompt {pid} failed: {json.dumps(entry['status'])[:3000]}")
