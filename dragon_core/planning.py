@@ -100,6 +100,13 @@ class Context:
         return Features(memory, self.memory.policy.feature_levels, self.grid, transform, self.image_size)
 
 
+def fresh_noise(z: torch.Tensor, where: torch.Tensor, seed: int) -> torch.Tensor:
+    """``z`` with unit Gaussian noise (seeded) in the cells ``where`` (h, w): the marginal of the
+    last timestep's latent, carrying nothing of what the inversion saw there."""
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
+    return torch.where(where.to(z.device)[None, None], noise.to(z.device, z.dtype), z)
+
+
 def plan_move(edit: Move, c: Context) -> Plan:
     s, (gh, gw), (lh, lw) = c.settings, c.grid, c.latent
     t = edit.transform()
@@ -110,6 +117,8 @@ def plan_move(edit: Move, c: Context) -> Plan:
     lat_new, lat_org = grid_mask(new, lh, lw), grid_mask(mask, lh, lw)
     copy = Copy(c.memory.trajectory.latents, lat_new[None, None], lambda z: warp(z, t, c.image_size, mode="nearest"))
     start = copy.apply(c.z_T, 0) if s.copy_start else c.z_T
+    if s.vacated_noise:
+        start = fresh_noise(start, lat_org & ~lat_new, s.seed)
     ref_moved = c.features(c.memory, t)
 
     def energy(cur: list[torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +222,9 @@ def same_run(a: FeatureMemory, b: FeatureMemory, name: str) -> None:
                          f"{a.latent_shape[-2:]}: resize the reference to the base image's size")
     if not torch.equal(a.trajectory.timesteps, b.trajectory.timesteps):
         raise ValueError(f"{name} was inverted with {b.steps} steps, the base image with {a.steps}: use the same steps")
+    if a.trajectory.spacing != b.trajectory.spacing:  # same grid, another last step
+        raise ValueError(f"{name} was made with {b.trajectory.spacing!r} step spacing, the base image with "
+                         f"{a.trajectory.spacing!r}: use the same sampling schedule")
     if a.model_id and b.model_id and a.model_id != b.model_id:
         raise ValueError(f"{name} was inverted with another model ({b.model_id!r} vs {a.model_id!r})")
 

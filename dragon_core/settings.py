@@ -41,6 +41,9 @@ class EditSettings:
     feature_scale: float = 1.0  # energy grid = latent size x this (SD: 2)
     copy_start: bool = True  # start latent: copy the inverted object region to its destination
     copy_until: float = 0.0  # ... and keep following the source's moved inversion there for this fraction of steps
+    # move/resize: fresh noise (seeded) in the start latent where the object leaves (source minus destination):
+    # the inversion's noise there still encodes the object and grows it back (a shrunk object kept its size)
+    vacated_noise: bool = False
     background_lock: float = 0.0  # outside the (grown) edit region, follow the inversion for this fraction of steps
     lock_margin: float = 0.1  # growth of the edit region for the lock, as a fraction of the image side
     point_region: float = 0.0  # drag/points without a mask: the points' box grown by this fraction of the side

@@ -390,3 +390,34 @@ def test_attention_that_never_runs_is_reported_not_claimed():
     assert describe(with_overrides(base, attention=False), 4).endswith("cross_attention off")
     # the memory policy keeps K/V for exactly the steps the attention reads
     assert attention_steps(default_settings("paste"), 50) == list(range(36))
+
+
+def test_vacated_noise_replaces_only_where_the_object_leaves(memory):
+    """Shrinking an object: the start latent gets fresh seeded noise in the source cells the
+    object leaves (the inversion's noise there still encodes the object) and stays the
+    inversion's everywhere else; off by default (the paper's start latent)."""
+    m = torch.zeros(32, 32)
+    m[8:24, 8:24] = 1  # 16x16 object, shrunk to half about its centre: a ring of 4 cells per side leaves
+    edit = Move(m, 0, 0, 0.5)
+    settings = default_settings("move", copy_start=False)
+    z_T = memory.trajectory.z_T
+    assert torch.equal(plan_edit(edit, memory, settings).start_latent, z_T)
+    fresh = with_overrides(settings, vacated_noise=True)
+    start = plan_edit(edit, memory, fresh).start_latent
+    changed = (start != z_T).any(dim=1)[0]
+    ring = m.bool().clone()
+    ring[12:20, 12:20] = False
+    assert torch.equal(changed, ring)
+    assert torch.equal(plan_edit(edit, memory, fresh).start_latent, start)  # seeded: the same again
+    assert not torch.equal(plan_edit(edit, memory, with_overrides(fresh, seed=1)).start_latent, start)
+    assert abs(float(start[0, :, ring].std()) - 1) < 0.15  # unit noise, the last timestep's marginal
+
+
+def test_a_reference_made_with_another_step_spacing_is_refused(random_backend, memory):
+    """'leading' and 'comfy_uniform' share the step grid but not the last step: same_run says so."""
+    cond, _ = prompt_pair()
+    other = invert_with_memory(random_backend, _image(1), cond, steps=STEPS, spacing="leading")
+    assert torch.equal(other.trajectory.timesteps, memory.trajectory.timesteps)
+    with pytest.raises(ValueError, match=r"source was made with 'leading' step spacing, the base image with "
+                                         r"'comfy_uniform': use the same sampling schedule"):
+        plan_edit(Paste(other, _mask(), 4, 4), memory, default_settings("paste"))
