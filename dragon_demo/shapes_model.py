@@ -72,8 +72,14 @@ SAMPLING: dict[str, Any] = {"cfg": 3.0, "spacing": "comfy_uniform"}
 # Edit settings calibrated on the shapes bench (python -m dragon_lab bench; 6 move
 # cases per variant), overriding editing.PAPER_DEFAULTS:
 # - CFG 1: under CFG this pixel model drifts in colour away from its inversion;
-# - no start-latent copy for move/drag: pasting inverted pixel-space noise elsewhere
-#   derails sampling (move IoU 0.35 vs 0.91 on 12 cases at scale 160);
+# - no start-latent copy for drag: pasting inverted pixel-space noise elsewhere derailed
+#   sampling (move IoU 0.35 vs 0.91 on 12 cases at scale 160, before the background lock);
+# - move/resize start from the inversion with the object's latent copied (scaled) to its
+#   destination and fresh noise where it leaves (copy_start + vacated_noise): the inversion's
+#   noise re-grows the object at its old size and place (scripts/resize_study.py, bench cases
+#   0-11, 20 steps: resize |area ratio - 1| mean 0.217 vs 0.328, IoU 0.810 vs 0.729; move IoU
+#   0.782 vs 0.754 with the prompt, 0.678 vs 0.571 without; attention, lock and SDE change the
+#   size by under 0.01, the guidance's contrast and inpaint terms by 0.13);
 # - energy scale 6x the paper's effective value (4x and 12x were worse);
 # - concatenated rather than replaced K/V for move (IoU 0.63 vs 0.46);
 # - background lock: small edits drift this model's global colour (background PSNR
@@ -114,7 +120,8 @@ EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
     "move": {
         "cfg": 1.0,
         "energy_scale": 240.0,
-        "copy_start": False,
+        "copy_start": True,
+        "vacated_noise": True,
         "attention_mode": "concat",
         "background_lock": 1.0,
         "guide_until": 1.0,

@@ -238,7 +238,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _held_out(args: argparse.Namespace, backend, enc, kinds: tuple[str, ...], spacing: str, defaults) -> int:
-    from .held_out import STRATA, format_held_out, run_held_out
+    from .held_out import STRATA, format_held_out, merge_held_out, run_held_out
 
     strata = tuple(args.strata.split(",")) if args.strata else STRATA
     if [s for s in strata if s not in STRATA]:
@@ -248,6 +248,9 @@ def _held_out(args: argparse.Namespace, backend, enc, kinds: tuple[str, ...], sp
         raise ValueError("--prompts: a comma-separated subset of input, target, empty")
     result = run_held_out(backend, enc, kinds, strata, args.n or 4, args.steps, prompts, defaults, spacing,
                           args.memory)
+    if args.update:  # the kinds run here replace theirs in an earlier full run; the others are kept
+        result = merge_held_out(json.loads(Path(args.update).read_text()), result)
+        args.json = args.json or args.update
     print(format_held_out(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -374,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--strata", default=None, help="held-out strata (default all: plain, occluded, occluding, small, "
                                                    "textured, far)")
     be.add_argument("--prompts", default="input,empty", help="held-out: sample prompts to run each case with")
+    be.add_argument("--update", default=None, help="held-out: an earlier run's JSON; the kinds run now replace "
+                    "theirs in it (the others are kept) and it is rewritten (or --json is written)")
     be.set_defaults(func=cmd_bench)
 
     cb = sub.add_parser("capture-bench", help="moves on generated samples: captured memory vs the sample inverted")

@@ -168,13 +168,29 @@ def run_held_out(backend, encoder, kinds: tuple[str, ...], strata: tuple[str, ..
                                  "strata": sorted(strata_of(kind, case)), "edit": case.params(), "scores": r["scores"]})
                     log(f"{kind} {stratum} {prompt} {k}: " + ", ".join(
                         f"{m} {r['scores']['dragon'].get(m, math.nan):.3f}" for m in ("psnr", "iou", KEY_ERROR[kind])))
+    return {"held_out_seed": HELD_OUT_SEED, "cases_per_stratum": n, "steps": steps, "prompts": list(prompts),
+            "summary": summarise_held_out(rows), "cases": rows}
+
+
+def summarise_held_out(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per kind, stratum and prompt (and per kind and prompt over every stratum, "all"): the summaries
+    of the case rows."""
     groups: dict[str, Any] = {}
     for row in rows:
         groups.setdefault(f"{row['kind']}|{row['stratum']}|{row['prompt']}", []).append(row)
         groups.setdefault(f"{row['kind']}|all|{row['prompt']}", []).append(row)
-    summary = {key: summarise_cases(g, METRICS[key.split("|")[0]], METHODS) for key, g in groups.items()}
-    return {"held_out_seed": HELD_OUT_SEED, "cases_per_stratum": n, "steps": steps, "prompts": list(prompts),
-            "summary": summary, "cases": rows}
+    return {key: summarise_cases(g, METRICS[key.split("|")[0]], METHODS) for key, g in groups.items()}
+
+
+def merge_held_out(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with every row of the kinds ``new`` ran replaced by ``new``'s, summaries recomputed: after a
+    settings change for some kinds, the other kinds' rows (deterministic, unchanged) need not rerun."""
+    for key in ("held_out_seed", "cases_per_stratum", "steps", "prompts"):
+        if old[key] != new[key]:
+            raise ValueError(f"cannot merge held-out runs with different {key}: {old[key]} vs {new[key]}")
+    kinds = {r["kind"] for r in new["cases"]}
+    rows = [r for r in old["cases"] if r["kind"] not in kinds] + new["cases"]
+    return {**old, "summary": summarise_held_out(rows), "cases": rows}
 
 
 def format_held_out(result: dict[str, Any]) -> str:
