@@ -1,4 +1,4 @@
-"""The SD1.5 move path on a real ComfyUI server, with a random-weight SD1.5 checkpoint.
+"""The shipped SD1.5 workflows on a real ComfyUI server, with a random-weight SD1.5 checkpoint.
 
 No Stable Diffusion weights can be downloaded here, so ``sd15_checkpoint.py`` (next to this
 file) builds a seeded random-weight checkpoint in SD1.5's single-file layout with ComfyUI's own
@@ -10,25 +10,36 @@ memory, not quality.
 * ``test_random_checkpoint_is_detected_as_sd15``: ``comfy.sd.load_checkpoint_guess_config``
   (what CheckpointLoaderSimple calls) detects SD1.5: the SD15 config with SD1.5's UNet config,
   eps prediction, 4 latent channels, CLIP-L (768-wide tokens), the KL-f8 VAE; no warnings.
-* ``test_sd15_move_over_http``: ``main.py --cpu`` with this pack in a custom_nodes folder and a
-  models folder holding the checkpoint (both through ``--extra-model-paths-config``) runs the API
-  equivalent of workflows/dragon_move_sd15.json on a 512x512 photo drawn here: Load Checkpoint,
-  prompts, Load Image, Image Scale, VAE Encode, Inversion (4 steps), the object's mask (Load Image
-  + Image To Mask), Move / Resize, Guided Sampler (guidance_end 0.75: steps 0 and 2 of 4 guided),
-  VAE Decode, Save Image. Checked: every node executed, no error, a 512x512 image saved, the
-  Inversion's memory size logged (and its numbers are SD1.5's at 512x512), 2 guided passes; the
-  wall time, per-node times and the server's peak RSS (VmHWM) are printed.
+* ``test_sd15_workflow_over_http[<workflow>]``: ``main.py --cpu`` with this pack in a
+  custom_nodes folder and a models folder holding the checkpoint (both through
+  ``--extra-model-paths-config``). Each shipped ``workflows/*_sd15.json`` gets what its Note asks
+  of a user, as the editor writes it into the widgets (the checkpoint, the 512x512 photos drawn
+  here in Load Image, a box selection around the ball, the arrow or scale, handle -> target
+  points and a brushed region), 4 Inversion steps and guidance_end 0.75 (steps 0 and 2 guided); it
+  is converted to the API prompt the frontend sends (widget order from the server's
+  /object_info) and run. Checked: every node executed, no error, a 512x512 image saved, every
+  memory node's memory size logged (SD1.5's numbers at 512x512; the Generate with Memory node's
+  with both CFG branches' K/V), 2 guided passes, and when cross-branch attention read the memory
+  (appearance and paste: every step; move, resize and drag start at step 5, so in 4 steps it
+  never does, and the node warns). The wall time,
+  per-node times and the server's peak RSS (VmHWM, reset before each workflow) are printed.
+  ``DRAGONDIFF_SD15_ALL=1`` runs all six (the capture one generates
+  its picture in 4 steps instead of loading a photo).
+
+* ``test_sd15_move_in_the_browser`` (the one SD1.5 run in CI): the move workflow opened from the
+  template route in chromium, the checkpoint and photo picked, a box dragged around the ball in the
+  Move / Resize editor on the 512x512 photo and the ball dragged 96 px right and 32 up, Run; the
+  frontend's own prompt is checked (selection, dx, dy, checkpoint) and the run as above.
 
 The server runs with ``--use-pytorch-cross-attention`` (what CUDA installs use; ComfyUI's CPU
-default, sub-quadratic attention, made this prompt 1.5x slower and its peak 11.0 instead of
-7.7 GiB; ``DRAGONDIFF_SD15_ATTENTION=default`` restores it). With 4 steps the Move's cross-branch
-attention (from step 5, the paper's default) never reads the memory: this covers inversion,
-memory capture, guidance and sampling, not the K/V read path.
+default, sub-quadratic attention, made the move prompt 1.5x slower and its peak 11.0 instead of
+7.7 GiB; ``DRAGONDIFF_SD15_ATTENTION=default`` restores it).
 
 Run: ``COMFYUI_PATH=/path/to/ComfyUI OMP_NUM_THREADS=2 python -m pytest -q -s
 tests/integration/test_sd15_checkpoint.py`` with ComfyUI's Python. On 2 CPU cores: about 30 s to
-build the checkpoint the first time and 25-55 s to load it back, 5-7 min for the prompt; peak RSS
-about 3.2 GB building, 6.8 GB checking the file, 7.7 GB in the server. Skipped without ``COMFYUI_PATH``.
+build the checkpoint the first time and 25-55 s to load it back, 5-7 min for the move prompt;
+peak RSS about 3.2 GB building, 6.8 GB checking the file, 7.7 GB in the server. Skipped without
+``COMFYUI_PATH``.
 """
 
 from __future__ import annotations
@@ -47,6 +58,9 @@ import pytest
 
 import sd15_checkpoint
 import test_http_server as hs  # the HTTP suite's helpers (ComfyServer, execute, saved_image), used read-only
+import test_browser_editor as be  # the browser suite's helpers (page, editor, mouse), used read-only
+from test_browser_editor import browser_tools  # noqa: F401  (the fixture: playwright and chromium, or a skip)
+from workflow_spec import spec_from_object_info
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER = Path(sd15_checkpoint.__file__).resolve()
@@ -57,9 +71,8 @@ STEPS = 4  # the Move's cross-branch attention starts at step 5: with 4 steps it
 GUIDANCE_END = 0.75  # of 4 steps: step 0 (first 20%) and step 2 (then every other step, s < round(0.75 * 4))
 GUIDED = 2
 DX, DY = 96, -32
-PHOTO, MASK = "dragon_sd15_photo.png", "dragon_sd15_mask.png"
+PHOTO, PHOTO2 = "dragon_sd15_photo.png", "dragon_sd15_other.png"
 BUILD_TIMEOUT = 1800.0
-READY_TIMEOUT = 120.0
 RUN_TIMEOUT = 1800.0
 # ComfyUI on CPU picks sub-quadratic attention; every CUDA install uses PyTorch's SDPA, which on these 2
 # cores is ~5x faster per 4096-token attention (0.25 s vs 1.5 s forward, 0.9 s vs 2.4 s with backward).
@@ -149,6 +162,14 @@ def _vm(pid: int, field: str) -> int:
     return -1
 
 
+def _reset_peak(pid: int) -> None:
+    """Start a new peak-RSS window for the process (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 @pytest.fixture(scope="module")
 def sd15_server(tmp_path_factory, comfyui_path, sd15_models_dir):
     """The HTTP suite's server (``test_http_server.run_server``) with the random checkpoint in a
@@ -161,12 +182,19 @@ def sd15_server(tmp_path_factory, comfyui_path, sd15_models_dir):
         yield srv
 
 
-# -- the photo, the mask, the prompt ---------------------------------------------------------------------
+# -- the photos and what a user does in each workflow ------------------------------------------------------
 
 
-def _photo_and_mask(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded 'photo' (a shaded red ball on a table in front of a wall, with grain) and the ball's mask."""
-    rng = np.random.default_rng(SEED)
+# (colour, centre x, centre y, radius) as fractions of the side: the photo being edited, and the second
+# photo the appearance and paste workflows take the other object from
+BALLS = {PHOTO: ((0.85, 0.12, 0.10), 0.36, 0.5, 0.14), PHOTO2: ((0.15, 0.25, 0.85), 0.64, 0.42, 0.12)}
+
+
+def _photo(name: str, size: int = SIZE) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A seeded 'photo' (a shaded ball on a table in front of a wall, with grain) and the box a user
+    drags around the ball (x0, y0, x1, y1 in pixels, a few pixels of margin)."""
+    colour, cx, cy, r = BALLS[name]
+    rng = np.random.default_rng(SEED + (name == PHOTO2))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     img = np.empty((size, size, 3), np.float32)
     wall = np.stack([0.55 + 0.1 * xx, 0.6 + 0.05 * yy, 0.7 - 0.1 * xx], -1)
@@ -174,54 +202,77 @@ def _photo_and_mask(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     horizon = 0.62
     img[:] = np.where((yy < horizon)[..., None], wall, table)
     img[np.abs(yy - horizon) < 0.006] *= 0.5  # the table's edge
-    cx, cy, r = 0.36, 0.5, 0.14
     d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
     ball = d < r
     shade = np.clip(1.0 - 1.6 * np.sqrt((xx - cx + 0.05) ** 2 + (yy - cy + 0.05) ** 2) / r * 0.5, 0.25, 1.0)
-    img[ball] = np.stack([0.85 * shade, 0.12 * shade, 0.1 * shade], -1)[ball]
+    img[ball] = (np.asarray(colour, np.float32) * shade[..., None])[ball]
     shadow = (np.abs(yy - (cy + r + 0.005)) < 0.012) & (np.abs(xx - cx) < r) & ~ball
     img[shadow] *= 0.6
     img = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
-    mask = (d < r + 0.01).astype(np.float32)  # the ball with a small margin
-    return (img * 255).round().astype(np.uint8), (mask * 255).astype(np.uint8)
+    m = r + 0.01
+    box = tuple(int(round(v * size)) for v in (cx - m, cy - m, cx + m, cy + m))
+    return (img * 255).round().astype(np.uint8), box
 
 
 def _write_inputs(server) -> None:
     from PIL import Image
 
-    photo, mask = _photo_and_mask()
-    Image.fromarray(photo).save(server.dirs["input"] / PHOTO)
-    Image.fromarray(np.repeat(mask[..., None], 3, -1)).save(server.dirs["input"] / MASK)
+    for name in BALLS:
+        Image.fromarray(_photo(name)[0]).save(server.dirs["input"] / name)
 
 
-def move_prompt(prefix: str) -> dict:
-    """The API equivalent of workflows/dragon_move_sd15.json, with the object's mask wired (Load Image
-    + Image To Mask) instead of a selection drawn in the editor, 4 steps and 2 guided steps."""
-    return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT_NAME}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a red ball on a table",
-                                                           "clip": ["ckpt", 1]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
-        "photo": {"class_type": "LoadImage", "inputs": {"image": PHOTO}},
-        "scale": {"class_type": "ImageScale", "inputs": {"image": ["photo", 0], "upscale_method": "lanczos",
-                                                         "width": SIZE, "height": SIZE, "crop": "center"}},
-        "enc": {"class_type": "VAEEncode", "inputs": {"pixels": ["scale", 0], "vae": ["ckpt", 2]}},
-        "inv": {"class_type": "DragonDiff_Inversion", "inputs": {"model": ["ckpt", 0], "latent": ["enc", 0],
-                                                                 "positive": ["pos", 0], "steps": STEPS,
-                                                                 "attention_per_block": 2, "storage": "int8"}},
-        "mask_img": {"class_type": "LoadImage", "inputs": {"image": MASK}},
-        "mask": {"class_type": "ImageToMask", "inputs": {"image": ["mask_img", 0], "channel": "red"}},
-        "move": {"class_type": "DragonDiff_MoveEdit", "inputs": {"mask": ["mask", 0], "dx": DX, "dy": DY,
-                                                                 "scale": 1.0, "image": ["scale", 0],
-                                                                 "selection": ""}},
-        "sampler": {"class_type": "DragonDiff_GuidedSampler",
-                    "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
-                               "memory": ["inv", 1], "edit": ["move", 0], "seed": 0, "cfg": -1.0,
-                               "energy_scale": -1.0, "guidance_end": GUIDANCE_END, "flexibility": -1.0,
-                               "cross_attention": True}},
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["dec", 0], "filename_prefix": prefix}},
-    }
+def _box(name: str) -> str:
+    return "box " + ",".join(map(str, _photo(name)[1]))
+
+
+# What each workflow's Note tells a user to do, as the widget values the editor writes. The photo's ball
+# is at (184, 256), radius 72; the second photo's at (328, 215), radius 61.
+USER_ACTIONS = {
+    "dragon_move_sd15.json": {"DragonDiff_MoveEdit": dict(selection=_box(PHOTO), dx=DX, dy=DY)},
+    "dragon_resize_sd15.json": {"DragonDiff_MoveEdit": dict(selection=_box(PHOTO), scale=1.3)},
+    "dragon_drag_sd15.json": {"DragonDiff_DragEdit": dict(points="184,256,260,236",
+                                                          region="brush 80 184,256 260,236")},
+    "dragon_appearance_sd15.json": {"DragonDiff_AppearanceEdit": dict(selection=_box(PHOTO),
+                                                                      reference_selection=_box(PHOTO2))},
+    "dragon_paste_sd15.json": {"DragonDiff_PasteEdit": dict(selection=_box(PHOTO2), dx=50, dy=110, scale=0.9)},
+    # generate (4 steps, the workflow's cfg 4) with the memory, then move a box of the generated picture
+    "dragon_capture_move_sd15.json": {"DragonDiff_CaptureSample": dict(steps=STEPS),
+                                      "DragonDiff_MoveEdit": dict(selection=_box(PHOTO), dx=DX, dy=DY)},
+}
+# every workflow here with DRAGONDIFF_SD15_ALL=1 (5-10 min each on 2 cores); CI runs the move workflow through
+# the browser instead (test_sd15_move_in_the_browser: the same checks, the frontend's own prompt)
+CI_WORKFLOWS: set[str] = set()
+
+
+def _set_widgets(node: dict, spec: dict, **values) -> None:
+    """Set a UI node's widgets by name, in the order the frontend stores them (a seed's
+    control_after_generate and an image upload take one extra slot each)."""
+    i, slots = 0, {}
+    for name, _typ, _required, flags in spec["inputs"]:
+        if "widget" in flags:
+            slots[name] = i
+            i += 1 + ("control_after_generate" in flags) + ("image_upload" in flags)
+    for name, value in values.items():
+        assert name in slots, f"{node['type']} has no widget {name}; it has {sorted(slots)}"
+        node["widgets_values"][slots[name]] = value
+
+
+def workflow_as_user(server, name: str, prefix: str) -> dict:
+    """The shipped UI workflow with what its Note asks for done (checkpoint, photos, the selection,
+    arrow or points; a few steps), converted to the API prompt the frontend sends."""
+    ui = json.loads((ROOT / "workflows" / name).read_text())
+    specs = {t: spec_from_object_info(server.object_info[t]) for t in {n["type"] for n in ui["nodes"]}
+             if t in server.object_info}
+    photos = iter([PHOTO, PHOTO2])
+    actions = {"CheckpointLoaderSimple": dict(ckpt_name=CKPT_NAME), "DragonDiff_Inversion": dict(steps=STEPS),
+               "DragonDiff_GuidedSampler": dict(guidance_end=GUIDANCE_END),
+               "SaveImage": dict(filename_prefix=prefix), **USER_ACTIONS[name]}
+    for node in sorted(ui["nodes"], key=lambda n: n["id"]):
+        if node["type"] == "LoadImage":  # the first is the photo being edited, a second one the other photo
+            _set_widgets(node, specs["LoadImage"], image=next(photos))
+        elif node["type"] in actions:
+            _set_widgets(node, specs[node["type"]], **actions[node["type"]])
+    return hs.ui_to_api(ui, server.object_info)
 
 
 def _check_inputs_exist(prompt: dict, object_info: dict) -> None:
@@ -262,14 +313,25 @@ def _peak_after(samples: list[tuple[str, int]], node: str, final: int) -> int:
     return final
 
 
-def test_sd15_move_over_http(sd15_server):
+SD15_WORKFLOWS = sorted(USER_ACTIONS)
+ALL_WORKFLOWS = os.environ.get("DRAGONDIFF_SD15_ALL") == "1"
+
+
+@pytest.mark.parametrize("name", SD15_WORKFLOWS)
+def test_sd15_workflow_over_http(sd15_server, name):
+    if name not in CI_WORKFLOWS and not ALL_WORKFLOWS:
+        pytest.skip(f"{name}: set DRAGONDIFF_SD15_ALL=1 to run every SD1.5 workflow over HTTP (5-10 min each on 2 "
+                    f"cores); CI runs the move workflow in the browser (test_sd15_move_in_the_browser)")
     server = sd15_server
-    prompt = move_prompt("dragon_sd15_random_move")
+    tag = Path(name).stem.removeprefix("dragon_").removesuffix("_sd15")  # move, capture_move, ...
+    prompt = workflow_as_user(server, name, f"dragon_random_{tag}")
     _check_inputs_exist(prompt, server.object_info)
     assert CKPT_NAME in server.object_info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0], \
         "the models folder's checkpoint is not offered by CheckpointLoaderSimple"
     _write_inputs(server)
+    hs.free_everything(server)  # each workflow from a cold start: its own peak, nothing cached
     pid = server.proc.pid
+    _reset_peak(pid)
     rss_before = _vm(pid, "VmHWM")
     log_before = len(server.log())
     samples: list[tuple[str, int]] = []  # (node running, VmHWM) at each executing / progress message
@@ -284,14 +346,14 @@ def test_sd15_move_over_http(sd15_server):
     peak, rss_after = _vm(pid, "VmHWM"), _vm(pid, "VmRSS")
     log = server.log()[log_before:]
     times = _node_times(run, prompt)
-    print(f"\n[sd15 move] wall {wall:.1f} s for the prompt; server peak RSS (VmHWM) {peak / 2**30:.2f} GiB "
-          f"(after startup {rss_before / 2**30:.2f} GiB, RSS now {rss_after / 2**30:.2f} GiB); "
+    print(f"\n[sd15 {tag}] wall {wall:.1f} s for the prompt; server peak RSS (VmHWM) {peak / 2**30:.2f} GiB "
+          f"(before it {rss_before / 2**30:.2f} GiB, RSS now {rss_after / 2**30:.2f} GiB); "
           f"OMP_NUM_THREADS={_threads()}")
-    print("[sd15 move] per node (seconds, peak RSS so far when the next node started): " + ", ".join(
+    print(f"[sd15 {tag}] per node (seconds, peak RSS so far when the next node started): " + ", ".join(
         f"{prompt[n]['class_type']} {s:.1f} s {_peak_after(samples, n, peak) / 2**30:.2f} GiB" for n, s in times))
     for line in log.splitlines():
         if "DragonDiffusion" in line:
-            print("[sd15 move] server: " + line.strip()[:600])
+            print(f"[sd15 {tag}] server: " + line.strip()[:600])
 
     if run.status["status_str"] != "success" or not run.status["completed"]:
         server.fail(_failure(server, run))
@@ -299,23 +361,92 @@ def test_sd15_move_over_http(sd15_server):
     assert not run.events("execution_error")
     executed = {m["data"]["node"] for _, m in run.messages if m["type"] == "executing" and m["data"]["node"]}
     assert executed == set(prompt), f"not executed: {sorted(set(prompt) - executed)}"
-    assert run.status_message("execution_cached")["nodes"] == []  # a fresh server: nothing came from a cache
 
     info, img = hs.saved_image(server, run)
     assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8, img.shape
     assert img.std() > 1, "the saved image is blank"
 
-    # the Inversion logged its memory: SD1.5 at 512x512, 4 steps, every decoder self-attention
-    m = re.search(r"DragonDiffusion Inversion: FeatureMemory: (\d+) steps, latent \(1, 4, 64, 64\), (\d+) K/V layers.*?"
-                  r"Total ([\d.]+) MiB \(K/V ([\d.]+), features ([\d.]+), trajectory ([\d.]+)\)", log)
-    assert m, "the Inversion did not log its memory size" + server.log_tail()
-    steps, layers, total, kv, feats, traj = int(m[1]), int(m[2]), *map(float, m.group(3, 4, 5, 6))
-    assert (steps, layers) == (STEPS, SD15_KV_LAYERS), m[0]
-    # int8 storage: the decoder's norm1(x) inputs (6.88 M values a step) and features h@6 + h@9 (3.9 M)
-    assert 0.9 * STEPS * 6.56 < kv < 1.2 * STEPS * 6.56 and 0.9 * STEPS * 3.75 < feats < 1.2 * STEPS * 3.75, m[0]
-    assert abs(total - (kv + feats + traj)) < 0.05, m[0]
-    print(f"[sd15 move] Inversion memory: {total:.1f} MiB for {steps} steps (K/V {kv:.1f}, features {feats:.1f}, "
-          f"trajectory {traj:.2f})")
-    # the sampler ran the move with 2 guided passes
-    g = re.search(r"DragonDiffusion Guided Sampler: move edit, (\d+) steps \((\d+) guided passes\)", log)
-    assert g and (int(g[1]), int(g[2])) == (STEPS, GUIDED), (g and g[0]) or server.log_tail()
+    check_log(log, prompt, tag, server)
+
+
+def check_log(log: str, prompt: dict, tag: str, server) -> None:
+    """What the pack's nodes logged for one SD1.5 workflow run: every memory node's memory (SD1.5's
+    sizes at 512x512), the sampler's guided passes, and when cross-branch attention read the memory."""
+    # every memory node logged its memory: SD1.5 at 512x512, 4 steps, every decoder self-attention; a
+    # memory captured while generating with cfg > 1 holds the K/V of both CFG branches
+    makers = {"DragonDiff_Inversion": "Inversion", "DragonDiff_CaptureSample": "Generate with Memory"}
+    nodes = [makers[v["class_type"]] for v in prompt.values() if v["class_type"] in makers]
+    found = list(re.finditer(r"DragonDiffusion (Inversion|Generate with Memory): FeatureMemory: (\d+) steps, latent "
+                             r"\(1, 4, 64, 64\), (\d+) K/V layers.*?Total ([\d.]+) MiB \(K/V ([\d.]+), features "
+                             r"([\d.]+), trajectory ([\d.]+)\)", log))
+    assert sorted(m[1] for m in found) == sorted(nodes), "a memory node did not log its memory size" + server.log_tail()
+    for m in found:
+        steps, layers, total, kv, feats, traj = int(m[2]), int(m[3]), *map(float, m.group(4, 5, 6, 7))
+        assert (steps, layers) == (STEPS, SD15_KV_LAYERS), m[0]
+        # int8 storage: the decoder's norm1(x) inputs (6.88 M values a step) and features h@6 + h@9 (3.9 M)
+        branches = 2 if m[1] == "Generate with Memory" else 1
+        assert 0.9 * STEPS * 6.56 * branches < kv < 1.2 * STEPS * 6.56 * branches, m[0]
+        assert 0.9 * STEPS * 3.75 < feats < 1.2 * STEPS * 3.75, m[0]
+        assert abs(total - (kv + feats + traj)) < 0.05, m[0]
+        print(f"[sd15 {tag}] {m[1]} memory: {total:.1f} MiB for {steps} steps (K/V {kv:.1f}, features "
+              f"{feats:.1f}, trajectory {traj:.2f})")
+    # the sampler ran the edit with 2 guided passes, and said when cross-branch attention read the memory:
+    # move, resize and drag start it at step 5 (never in 4 steps: warned), appearance and paste at step 0
+    g = re.search(r"DragonDiffusion Guided Sampler: (\w+) edit, (\d+) steps \((\d+) guided passes\), (.*?); ", log)
+    assert g and (int(g[2]), int(g[3])) == (STEPS, GUIDED), (g and g[0]) or server.log_tail()
+    late_attention = tag.split("_")[-1] in ("move", "resize", "drag")
+    assert g[4].endswith("cross_attention on but never active" if late_attention else
+                         f"cross_attention on (steps 0-{STEPS - 1})"), g[0]
+    assert ("steps 4: cross-branch attention starts at step 5" in log) == late_attention
+
+
+# -- the same in the browser: the editor on the 512x512 photo, the frontend's own prompt -----------------
+
+
+def test_sd15_move_in_the_browser(browser_tools, sd15_server):  # noqa: F811
+    """The move workflow as a user runs it: opened from the template browser's route, the checkpoint
+    and photo picked in their combos, a box dragged around the ball in the Move / Resize editor (which
+    shows the photo through the Resize node at 512x512), the ball dragged 96 px right and 32 up, Run.
+    The frontend converts the graph to the prompt itself."""
+    server = sd15_server
+    _write_inputs(server)  # before the page lists the input files
+    hs.free_everything(server)  # nothing cached from an earlier workflow here: every node runs
+    with be.open_page(browser_tools, server) as pg:
+        ids = be.load_graph(pg, hs.template(server, "dragon_move_sd15.json"))
+        move_id, app = ids["DragonDiff_MoveEdit"], be.APP
+        # the combos and numbers the Note names (as a pick in the combo menu does: value, then callback)
+        for node_type, name, value in (("CheckpointLoaderSimple", "ckpt_name", CKPT_NAME), ("LoadImage", "image", PHOTO),
+                                       ("DragonDiff_Inversion", "steps", STEPS),
+                                       ("DragonDiff_GuidedSampler", "guidance_end", GUIDANCE_END)):
+            pg.evaluate(f"""([id, name, value]) => {{ const w = {app}.graph.getNodeById(id).widgets.find(w => w.name === name);
+                w.value = value; w.callback?.(value); }}""", [ids[node_type], name, value])
+        be.show_node(pg, move_id, zoom=1.0)
+        be.wait_picture(pg, move_id, f"filename={PHOTO}")
+        assert pg.evaluate(f"() => {be.editor(move_id)}.frame()") == {"w": SIZE, "h": SIZE}
+        x0, y0, x1, y1 = _photo(PHOTO)[1]
+        be.drag_box(pg, move_id, (x0 + 0.2, y0 + 0.2), (x1 - 0.2, y1 - 0.2))
+        assert be.widget(pg, move_id, "selection") == _box(PHOTO)
+        pg.wait_for_function(f"() => {be.editor(move_id)}.tool === 'move'")
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        be.drag_box(pg, move_id, (cx, cy), (cx + DX, cy + DY))
+        assert [be.widget(pg, move_id, n) for n in ("dx", "dy", "scale")] == [DX, DY, 1]
+        be.shot(pg, move_id, "sd15_move_selected_and_moved.png")
+
+        _reset_peak(server.proc.pid)
+        log_before = len(server.log())
+        t0 = time.monotonic()
+        sent, entry = be.run_and_wait(pg, server, timeout=RUN_TIMEOUT)
+        wall, peak = time.monotonic() - t0, _vm(server.proc.pid, "VmHWM")
+    print(f"\n[sd15 browser move] wall {wall:.1f} s from Run to the history entry; server peak RSS {peak / 2**30:.2f} GiB")
+    executed = entry["prompt"][2]
+    assert sent == executed
+    inputs = executed[str(move_id)]["inputs"]
+    assert {k: inputs[k] for k in ("selection", "dx", "dy", "scale")} == \
+        {"selection": _box(PHOTO), "dx": DX, "dy": DY, "scale": 1}, inputs
+    assert executed[str(ids["CheckpointLoaderSimple"])]["inputs"]["ckpt_name"] == CKPT_NAME
+    cached = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_cached"]
+    assert cached and cached[0]["nodes"] == [], cached  # every node ran (the cache was freed)
+    [img] = [i for out in entry["outputs"].values() for i in out.get("images", []) if i.get("type") == "output"]
+    result = hs.view_image(server, img)
+    assert result.shape == (SIZE, SIZE, 3) and result.std() > 1, result.shape
+    check_log(server.log()[log_before:], executed, "move", server)
