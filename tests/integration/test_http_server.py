@@ -48,7 +48,7 @@ from workflow_spec import spec_from_object_info, to_api
 ROOT = Path(__file__).resolve().parents[2]
 PACK_FOLDER = "ComfyUI-DragonDiffusion"  # the custom_nodes folder name, as a user's clone would be called
 NODE_IDS = (
-    "DragonDiff_Inversion", "DragonDiff_MoveEdit", "DragonDiff_DragEdit", "DragonDiff_PointSetEdit",
+    "DragonDiff_Inversion", "DragonDiff_CaptureSample", "DragonDiff_MoveEdit", "DragonDiff_DragEdit", "DragonDiff_PointSetEdit",
     "DragonDiff_AppearanceEdit", "DragonDiff_PasteEdit", "DragonDiff_GuidedSampler",
     "DragonDiff_CrossBranchAttention", "DragonDiff_ShapesModelLoader", "DragonDiff_ShapesPrompt",
     "DragonDiff_ShapesScene",
