@@ -99,7 +99,7 @@ def _guidance(backend: Backend, plan: Plan, levels: tuple[int, ...], z: torch.Te
         eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=HookList(plan.attention, cap, stop),
                                     grad=True)
         feats = [cap.h[lvl] for lvl in levels]
-        leaves = [f.detach().to(torch.float32, copy=True).requires_grad_(True) for f in feats]  # energies: fp32
+        leaves = [f.detach().float().requires_grad_(True) for f in feats]  # energies in fp32 (no copy when fp32)
         e_edit, e_con = plan.energy([on_grid(f, plan.grid) for f in leaves], s)
         gmask = plan.grad_mask.to(z.device, torch.float32)
         g = (energy_grad(e_edit, feats, leaves, z_in, retain=True) * gmask
