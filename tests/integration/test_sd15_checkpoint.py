@@ -190,9 +190,8 @@ def sd15_server(tmp_path_factory, comfyui_path, sd15_models_dir):
 BALLS = {PHOTO: ((0.85, 0.12, 0.10), 0.36, 0.5, 0.14), PHOTO2: ((0.15, 0.25, 0.85), 0.64, 0.42, 0.12)}
 
 
-def _photo(name: str, size: int = SIZE) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """A seeded 'photo' (a shaded ball on a table in front of a wall, with grain) and the box a user
-    drags around the ball (x0, y0, x1, y1 in pixels, a few pixels of margin)."""
+def _photo(name: str, size: int = SIZE) -> np.ndarray:
+    """A seeded 'photo' (a shaded ball on a table in front of a wall, with grain)."""
     colour, cx, cy, r = BALLS[name]
     rng = np.random.default_rng(SEED + (name == PHOTO2))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -209,20 +208,25 @@ def _photo(name: str, size: int = SIZE) -> tuple[np.ndarray, tuple[int, int, int
     shadow = (np.abs(yy - (cy + r + 0.005)) < 0.012) & (np.abs(xx - cx) < r) & ~ball
     img[shadow] *= 0.6
     img = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
+    return (img * 255).round().astype(np.uint8)
+
+
+def _ball_box(name: str, size: int = SIZE) -> tuple[int, int, int, int]:
+    """The box a user drags around the photo's ball (x0, y0, x1, y1 in pixels, a few pixels of margin)."""
+    _, cx, cy, r = BALLS[name]
     m = r + 0.01
-    box = tuple(int(round(v * size)) for v in (cx - m, cy - m, cx + m, cy + m))
-    return (img * 255).round().astype(np.uint8), box
+    return tuple(int(round(v * size)) for v in (cx - m, cy - m, cx + m, cy + m))
 
 
 def _write_inputs(server) -> None:
     from PIL import Image
 
     for name in BALLS:
-        Image.fromarray(_photo(name)[0]).save(server.dirs["input"] / name)
+        Image.fromarray(_photo(name)).save(server.dirs["input"] / name)
 
 
 def _box(name: str) -> str:
-    return "box " + ",".join(map(str, _photo(name)[1]))
+    return "box " + ",".join(map(str, _ball_box(name)))
 
 
 # What each workflow's Note tells a user to do, as the widget values the editor writes. The photo's ball
@@ -423,7 +427,7 @@ def test_sd15_move_in_the_browser(browser_tools, sd15_server):  # noqa: F811
         be.show_node(pg, move_id, zoom=1.0)
         be.wait_picture(pg, move_id, f"filename={PHOTO}")
         assert pg.evaluate(f"() => {be.editor(move_id)}.frame()") == {"w": SIZE, "h": SIZE}
-        x0, y0, x1, y1 = _photo(PHOTO)[1]
+        x0, y0, x1, y1 = _ball_box(PHOTO)
         be.drag_box(pg, move_id, (x0 + 0.2, y0 + 0.2), (x1 - 0.2, y1 - 0.2))
         assert be.widget(pg, move_id, "selection") == _box(PHOTO)
         pg.wait_for_function(f"() => {be.editor(move_id)}.tool === 'move'")
