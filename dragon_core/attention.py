@@ -38,6 +38,12 @@ def token_grid(n_tokens: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def attention_active(step: int, start: int, end: int | None) -> bool:
+    """Whether cross-branch attention reads the memory on ``step`` (``start``/``end``: step numbers,
+    both included, as in the reference code; ``end`` None: to the last step)."""
+    return step >= start and (end is None or step <= end)
+
+
 class CrossBranchAttention(UNetHooks):
     """Hooks that make decoder self-attention read the memory's K/V of the same step."""
 
@@ -54,7 +60,7 @@ class CrossBranchAttention(UNetHooks):
         self.latent_hw = tuple(memory.latent_shape[-2:])
 
     def active(self, step: int) -> bool:
-        return step >= self.start and (self.end is None or step <= self.end)
+        return attention_active(step, self.start, self.end)
 
     def _token_index(self, n_tokens: int, second: bool) -> torch.Tensor:
         """Indices of the tokens inside the region (second memory) or outside it (base)."""

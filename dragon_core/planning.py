@@ -100,10 +100,16 @@ class Context:
         return Features(memory, self.memory.policy.feature_levels, self.grid, transform, self.image_size)
 
 
+# The vacated-area noise's random stream is ``seed + VACATED_STREAM``: the sampler's regional-SDE
+# noise draws from ``seed`` itself, and the two must not be the same numbers.
+VACATED_STREAM = 0x5DEECE66D
+
+
 def fresh_noise(z: torch.Tensor, where: torch.Tensor, seed: int) -> torch.Tensor:
-    """``z`` with unit Gaussian noise (seeded) in the cells ``where`` (h, w): the marginal of the
-    last timestep's latent, carrying nothing of what the inversion saw there."""
-    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
+    """``z`` with unit Gaussian noise (seeded, a stream of its own) in the cells ``where`` (h, w):
+    the marginal of the last timestep's latent, carrying nothing of what the inversion saw there."""
+    gen = torch.Generator().manual_seed((int(seed) + VACATED_STREAM) % 2**63)
+    noise = torch.randn(z.shape, generator=gen, dtype=torch.float32)
     return torch.where(where.to(z.device)[None, None], noise.to(z.device, z.dtype), z)
 
 

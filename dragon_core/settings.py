@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .attention import attention_active
 from .edits import EDIT_KINDS
 from .memory import MemoryPolicy
 
@@ -114,8 +115,7 @@ def attention_steps(settings: EditSettings, steps: int) -> list[int]:
     (``attention_start`` and ``attention_end`` are step numbers, as in the reference code)."""
     if not settings.attention:
         return []
-    return [s for s in range(steps)
-            if s >= settings.attention_start and (settings.attention_end is None or s <= settings.attention_end)]
+    return [s for s in range(steps) if attention_active(s, settings.attention_start, settings.attention_end)]
 
 
 def used_steps_policy(settings: list[EditSettings] | EditSettings, steps: int, feature_levels: tuple[int, ...],

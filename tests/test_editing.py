@@ -411,6 +411,9 @@ def test_vacated_noise_replaces_only_where_the_object_leaves(memory):
     assert torch.equal(plan_edit(edit, memory, fresh).start_latent, start)  # seeded: the same again
     assert not torch.equal(plan_edit(edit, memory, with_overrides(fresh, seed=1)).start_latent, start)
     assert abs(float(start[0, :, ring].std()) - 1) < 0.15  # unit noise, the last timestep's marginal
+    # a stream of its own: not the numbers the sampler's regional-SDE noise draws first from the same seed
+    sde_first = torch.randn(z_T.shape, generator=torch.Generator().manual_seed(fresh.seed))
+    assert not torch.allclose(start[0, :, ring], sde_first[0, :, ring])
 
 
 def test_a_reference_made_with_another_step_spacing_is_refused(random_backend, memory):
