@@ -15,7 +15,10 @@ calls the core's :class:`UNetHooks`:
   first output block of the next level). With ``grad=True`` ``h`` carries
   autograd back to ``z_t``. A hook may raise :class:`StopForward` once it has all
   the features it needs; the backend then skips the rest of the UNet and
-  returns ``None`` instead of eps.
+  returns ``None`` instead of eps. A hook may also end autograd recording for the
+  rest of a gradient pass (:class:`GradUntil`): a backend runs every pass inside
+  its own ``torch.set_grad_enabled(grad)`` block, so the caller's mode comes back
+  when the pass ends.
 
 Every call names its layer, the step index and the branch explicitly
 (:class:`AttnCall`, :class:`FeatureCall`); nothing is keyed by counting calls.
@@ -107,6 +110,20 @@ class StopAfter(UNetHooks):
     def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
         if call.level >= self.level:
             raise StopForward
+
+
+class GradUntil(UNetHooks):
+    """Ends autograd recording once decoder level ``level`` has run: the rest of a gradient pass
+    (the decoder's last levels, which no energy reads) computes eps without keeping activations
+    for backward. So one pass gives both the features with their graph and eps, at the memory of
+    a pass stopped at ``level``. Thread-local grad mode, restored by the backend after the pass."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
+        if call.level >= self.level:
+            torch.set_grad_enabled(False)
 
 
 @runtime_checkable

@@ -3,8 +3,9 @@
 
 Guided step ``s`` (DragonDiffusion, with the reference method's schedule): the
 conditional pass runs with autograd and the feature hooks, so the conditional eps
-and the current features come from the same forward pass; the reference features
-come from the memory. The edit energy's gradient acts inside the edit region, the
+and the current features come from the same forward pass; autograd records only
+up to the last feature level (:class:`GradUntil`), so the pass keeps no more
+activations than one stopped there. The reference features come from the memory. The edit energy's gradient acts inside the edit region, the
 content energy's outside, and the guidance enters the x0 estimate only (the DDIM
 direction keeps the unguided eps). Options from DiffEditor: regional SDE noise
 (``flexibility``) and time travel (``time_travel``).
@@ -22,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from .attention import CrossBranchAttention
-from .backend import Backend, FeatureCall, HookList, StopAfter, UNetHooks
+from .backend import Backend, FeatureCall, GradUntil, HookList, UNetHooks
 from .ddim import ddim_inversion_step, ddim_x0
 from .edits import Edit
 from .memory import FeatureMemory
@@ -91,13 +92,13 @@ def energy_grad(e: torch.Tensor, feats: list[torch.Tensor], leaves: list[torch.T
 def _guidance(backend: Backend, plan: Plan, levels: tuple[int, ...], z: torch.Tensor, t: int, cond: Any, s: int,
               settings: EditSettings) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(energy gradient x scale, conditional eps or None) for guided step ``s``: the edit energy's
-    gradient inside the plan's grad mask, the content energy's outside (two backward passes)."""
+    gradient inside the plan's grad mask, the content energy's outside (two backward passes).
+    eps is None when a hook ended the pass after the features (``StopForward``)."""
     with torch.enable_grad():
         cap = _Capture(levels)
         z_in = z.detach().clone().requires_grad_(True)
-        stop = StopAfter(max(levels)) if settings.grad_pass == "partial" else None
-        eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=HookList(plan.attention, cap, stop),
-                                    grad=True)
+        hooks = HookList(cap, plan.attention, GradUntil(max(levels)))  # features recorded before any plan hook
+        eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=hooks, grad=True)
         feats = [cap.h[lvl] for lvl in levels]
         leaves = [f.detach().float().requires_grad_(True) for f in feats]  # energies in fp32 (no copy when fp32)
         e_edit, e_con = plan.energy([on_grid(f, plan.grid) for f in leaves], s)

@@ -15,8 +15,6 @@ from .attention import attention_active
 from .edits import EDIT_KINDS
 from .memory import MemoryPolicy
 
-GRAD_PASSES = ("full", "partial")
-
 
 @dataclass(frozen=True)
 class EditSettings:
@@ -56,14 +54,6 @@ class EditSettings:
     # run cond and uncond of each unguided step as one batch of 2 (same maths, float-level
     # differences; faster where the device has spare parallelism, e.g. a GPU)
     batch_cfg: bool = False
-    # guided steps: "full" takes the conditional eps from the grad pass (fewest passes); "partial"
-    # stops the grad pass after the last feature level and adds a no-grad full pass for eps (more
-    # FLOPs, less autograd memory: the decoder's last level keeps no activations)
-    grad_pass: str = "full"
-
-    def __post_init__(self) -> None:
-        if self.grad_pass not in GRAD_PASSES:
-            raise ValueError(f"grad_pass must be one of {GRAD_PASSES}, got {self.grad_pass!r}")
 
     def guided(self, s: int, n: int) -> bool:
         return self.energy_scale != 0 and s < round(self.guide_until * n) and (

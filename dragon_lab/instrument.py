@@ -79,8 +79,9 @@ class InstrumentedBackend:
 
     def predict_eps(self, z_t: torch.Tensor, t: int, cond: Any, *, step: int, branch: str = "cond",
                     hooks: UNetHooks | None = None, grad: bool = False) -> torch.Tensor | None:
-        if grad and self.reference_memory is not None:
-            self._reference_pass(t, cond, step)
+        if grad and self.reference_memory is not None:  # the reference schedule's gradient pass:
+            self._reference_pass(t, cond, step)  # after a pass for the reference features,
+            hooks = HookList(hooks, StopAfter(self.level))  # stopped after the features (eps: a CFG batch)
         if grad:
             z_t.register_hook(lambda g: self.counts.update(backward=1))
         out = self._counted(z_t, t, cond, step=step, branch=branch, hooks=hooks, grad=grad)
@@ -115,11 +116,11 @@ class InstrumentedBackend:
 
 
 def schedule_settings(settings: EditSettings, schedule: str) -> EditSettings:
-    """The settings that run ``schedule``: the reference one's gradient pass stops after the
-    last feature level and every step's CFG runs as one batch of 2."""
+    """The settings that run ``schedule``: the reference one's CFG runs as one batch of 2 on every
+    step (its gradient pass stops after the last feature level: :class:`InstrumentedBackend`)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    return replace(settings, grad_pass="partial", batch_cfg=True) if schedule == "reference" else settings
+    return replace(settings, batch_cfg=True) if schedule == "reference" else settings
 
 
 def measured_edit(backend: Backend, memory: FeatureMemory, edit: Edit, cond: Any, uncond: Any,

@@ -195,7 +195,6 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
 
 SAVINGS = {
     "efficient (default)": {},
-    "grad_pass=partial": {"grad_pass": "partial"},
     "batch_cfg": {"batch_cfg": True},
 }
 

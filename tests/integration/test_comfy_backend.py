@@ -18,7 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from dragon_core.backend import Backend, StopForward, UNetHooks  # noqa: E402
+from autograd_bytes import saved_bytes  # noqa: E402
+from dragon_core.backend import Backend, GradUntil, HookList, StopAfter, StopForward, UNetHooks  # noqa: E402
 
 PROMPT = "flat, red square, blue disc"
 TIMESTEPS = (1, 250, 500, 999)
@@ -288,6 +289,26 @@ def test_gradient_when_the_caller_leaves_inference_mode(backend, reference, cond
     g_ref = _reference_grad(ref, encoder, z, 2)
     assert not eps.is_inference()
     assert (g - g_ref).abs().max().item() < GRAD_RTOL * g_ref.abs().max().item()
+
+
+def test_grad_until_saves_what_a_stopped_pass_saves_and_returns_eps(backend, conditioning):
+    """The guided pass's GradUntil under ComfyUI's executor: eps without a graph, equal to a full
+    gradient pass's; the feature's gradient to the latent unchanged; autograd saves exactly what a
+    pass stopped at that level saves; the caller's inference and grad modes are back afterwards."""
+    z, out = _z(1, 23), {}
+    with torch.inference_mode():
+        for name, extra in (("full", None), ("until", GradUntil(2)), ("stop", StopAfter(2))):
+            with torch.inference_mode(False):
+                zg, hook, eps = z.clone().requires_grad_(True), FeatureLoss(2), []
+                nbytes = saved_bytes(lambda: eps.append(backend.predict_eps(
+                    zg, 500, conditioning[0], step=0, hooks=HookList(hook, extra), grad=True)))
+                (g,) = torch.autograd.grad(hook.loss, zg)
+            out[name] = (eps[0], nbytes, g)
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+    (full, full_b, g_full), (until, until_b, g_until), (stop, stop_b, _) = out["full"], out["until"], out["stop"]
+    assert stop is None and full.requires_grad and not until.requires_grad
+    assert torch.equal(until, full.detach()) and torch.equal(g_until, g_full)
+    assert until_b == stop_b < 0.9 * full_b
 
 
 def test_gradient_pass_keeps_no_copy_of_the_weights(backend, conditioning):

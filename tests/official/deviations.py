@@ -23,7 +23,7 @@ import dataclasses
 
 import torch
 
-from dragon_core.backend import UNetHooks
+from dragon_core.backend import HookList, StopForward, UNetHooks
 from dragon_core.memory import MemoryRecorder
 
 
@@ -60,6 +60,20 @@ class _PlainWhenGrad(UNetHooks):
         return self.inner.decoder_feature(call, h)
 
 
+class _FeaturesOnlyWhenGrad(UNetHooks):
+    """Ends a gradient pass after the last feature level (the features are recorded by then), so
+    the sampler takes eps from a no-grad pass with the cross-branch attention."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def decoder_feature(self, call, h):
+        if torch.is_grad_enabled() and call.level >= self.level:
+            raise StopForward
+
+
 def plain_current_features(plan, settings):
-    attention = None if plan.attention is None else _PlainWhenGrad(plan.attention)
-    return dataclasses.replace(plan, attention=attention), dataclasses.replace(settings, grad_pass="partial")
+    level = max(plan.memories[0].policy.feature_levels)
+    attention = HookList(_PlainWhenGrad(plan.attention) if plan.attention is not None else None,
+                         _FeaturesOnlyWhenGrad(level))
+    return dataclasses.replace(plan, attention=attention), settings
