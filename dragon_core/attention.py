@@ -44,6 +44,15 @@ def attention_active(step: int, start: int, end: int | None) -> bool:
     return step >= start and (end is None or step <= end)
 
 
+def _branch_kv(memory: FeatureMemory, call: AttnCall, n: torch.Tensor) -> torch.Tensor | None:
+    """The memory's K/V input for ``call``: its branch's, (1, N, C); in a CFG batch each row's
+    branch's, stacked (B, N, C)."""
+    if isinstance(call.branch, str):
+        return memory.kv_input(call.step, call.layer, n.device, n.dtype, call.branch)
+    rows = [memory.kv_input(call.step, call.layer, n.device, n.dtype, b) for b in call.branch]
+    return None if any(r is None for r in rows) else torch.cat(rows)
+
+
 class CrossBranchAttention(UNetHooks):
     """Hooks that make decoder self-attention read the memory's K/V of the same step."""
 
@@ -75,7 +84,7 @@ class CrossBranchAttention(UNetHooks):
     def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         if call.layer.kind != "output" or not self.active(call.step):
             return None
-        ref = self.memory.kv_input(call.step, call.layer, n.device, n.dtype, call.branch)
+        ref = _branch_kv(self.memory, call, n)
         if ref is None:
             return None
         b = n.shape[0]
@@ -85,7 +94,7 @@ class CrossBranchAttention(UNetHooks):
             kv = torch.cat([n, ref.expand(b, -1, -1)], dim=1)
         else:
             assert self.second is not None
-            obj = self.second.kv_input(call.step, call.layer, n.device, n.dtype, call.branch)
+            obj = _branch_kv(self.second, call, n)
             if obj is None:
                 return None
             base_idx = self._token_index(n.shape[1], False).to(n.device)

@@ -22,6 +22,8 @@ calls the core's :class:`UNetHooks`:
 
 Every call names its layer, the step index and the branch explicitly
 (:class:`AttnCall`, :class:`FeatureCall`); nothing is keyed by counting calls.
+A pass that runs both CFG branches as one batch (``predict_eps_cfg``) names each
+batch row's branch: ``branch`` is then a tuple, one entry per row.
 Layer keys follow ComfyUI's naming so records made by one backend mean the same
 thing in another: ``LayerKey("output", block_id, transformer_index)``.
 """
@@ -49,22 +51,27 @@ class LayerKey:
         return f"{self.kind}.{self.block}.{self.index}"
 
 
+Branch = str | tuple[str, ...]  # "cond" / "uncond", or each batch row's in a CFG batch
+
+
 @dataclass(frozen=True)
 class AttnCall:
-    """Where a self-attention hook is called: layer, sampling step index, branch."""
+    """Where a self-attention hook is called: layer, sampling step index, branch (per row in a
+    CFG batch)."""
 
     layer: LayerKey
     step: int
-    branch: str
+    branch: Branch
 
 
 @dataclass(frozen=True)
 class FeatureCall:
-    """Where a decoder-feature hook is called: decoder level, step index, branch."""
+    """Where a decoder-feature hook is called: decoder level, step index, branch (per row in a
+    CFG batch)."""
 
     level: int
     step: int
-    branch: str
+    branch: Branch
 
 
 class StopForward(Exception):
@@ -151,6 +158,13 @@ class Backend(Protocol):
         runs without autograd; with ``grad=True`` gradients flow to ``z_t`` and to
         the features the hooks see. Returns ``None`` if a hook raised StopForward.
         """
+        ...
+
+    def predict_eps_cfg(self, z_t: torch.Tensor, t: int, cond: Any, uncond: Any, *, step: int,
+                        hooks: UNetHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps under ``cond``, eps under ``uncond``) without autograd: both CFG branches, as
+        one batch where the backend can (the hooks then see one call whose ``branch`` names
+        each row's branch), else as two passes. Hooks must not stop these passes."""
         ...
 
     def decoder_self_attention_layers(self) -> list[LayerKey]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .backend import AttnCall, FeatureCall, LayerKey, StopForward, UNetHooks
+from .backend import AttnCall, Branch, FeatureCall, LayerKey, StopForward, UNetHooks
 
 
 class _Active:
@@ -31,7 +31,7 @@ class _Active:
 
     def __init__(self) -> None:
         self.step = -1
-        self.branch = "cond"
+        self.branch: Branch = "cond"
         self.hooks: UNetHooks | None = None
 
 
@@ -143,7 +143,7 @@ class DiffusersBackend:
         return hook
 
     # -- prediction ------------------------------------------------------------------
-    def predict_eps(self, z_t: torch.Tensor, t: int, cond: torch.Tensor, *, step: int, branch: str = "cond",
+    def predict_eps(self, z_t: torch.Tensor, t: int, cond: torch.Tensor, *, step: int, branch: Branch = "cond",
                     hooks: UNetHooks | None = None, grad: bool = False) -> torch.Tensor | None:
         if z_t.ndim != 4:
             raise ValueError(f"z_t must be (B, C, H, W), got shape {tuple(z_t.shape)}")
@@ -161,6 +161,19 @@ class DiffusersBackend:
         finally:
             a.step, a.branch, a.hooks = -1, "cond", None
         return out.to(z_t.dtype)
+
+    def predict_eps_cfg(self, z_t: torch.Tensor, t: int, cond: torch.Tensor, uncond: torch.Tensor, *, step: int,
+                        hooks: UNetHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both CFG branches as one batch (rows: ``z_t`` under ``cond``, then under ``uncond``);
+        two passes when the two contexts differ in shape."""
+        if cond.shape != uncond.shape:
+            return (self.predict_eps(z_t, t, cond, step=step, branch="cond", hooks=hooks),
+                    self.predict_eps(z_t, t, uncond, step=step, branch="uncond", hooks=hooks))
+        b = z_t.shape[0]
+        ctx = torch.cat([cond.expand(b, -1, -1), uncond.expand(b, -1, -1)])
+        eps = self.predict_eps(torch.cat([z_t, z_t]), t, ctx, step=step, branch=("cond",) * b + ("uncond",) * b,
+                               hooks=hooks)
+        return eps[:b], eps[b:]
 
     # -- lifetime ---------------------------------------------------------------------
     def close(self) -> None:

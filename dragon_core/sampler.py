@@ -114,11 +114,8 @@ def _eps(backend: Backend, plan: Plan, z: torch.Tensor, t: int, cond: Any, uncon
     hooks = plan.attention
     if uncond is None or settings.cfg == 1.0:
         return eps_c if eps_c is not None else backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=hooks)
-    stack = (isinstance(cond, torch.Tensor) and isinstance(uncond, torch.Tensor) and cond.shape == uncond.shape
-             and cond.shape[0] == 1 and z.shape[0] == 1)
-    if settings.batch_cfg and eps_c is None and stack:  # one forward of [uncond, cond]
-        eps_u, eps_c = backend.predict_eps(torch.cat([z, z]), t, torch.cat([uncond, cond]), step=s, branch="cond",
-                                           hooks=hooks).chunk(2)
+    if settings.batch_cfg and eps_c is None:  # both branches as one batch where the backend can
+        eps_c, eps_u = backend.predict_eps_cfg(z, t, cond, uncond, step=s, hooks=hooks)
     else:
         if eps_c is None:
             eps_c = backend.predict_eps(z, t, cond, step=s, branch="cond", hooks=hooks)

@@ -51,9 +51,9 @@ class EditSettings:
     # the reference object's (its inverted latent under its mask); 0 = the reference method's start
     appearance_start: float = 0.0
     seed: int = 0
-    # run cond and uncond of each unguided step as one batch of 2 (same maths, float-level
+    # run cond and uncond of each unguided pass as one batch of 2 (same maths, float-level
     # differences; faster where the device has spare parallelism, e.g. a GPU)
-    batch_cfg: bool = False
+    batch_cfg: bool = True
 
     def guided(self, s: int, n: int) -> bool:
         return self.energy_scale != 0 and s < round(self.guide_until * n) and (

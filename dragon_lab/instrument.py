@@ -89,6 +89,12 @@ class InstrumentedBackend:
         self.counts[kind + ("_partial" if out is None else "")] += z_t.shape[0]
         return out
 
+    def predict_eps_cfg(self, z_t: torch.Tensor, t: int, cond: Any, uncond: Any, *, step: int,
+                        hooks: UNetHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.inner.predict_eps_cfg(z_t, t, cond, uncond, step=step, hooks=hooks)
+        self.counts["forward"] += 2 * z_t.shape[0]
+        return out
+
     def _reference_pass(self, t: int, cond: Any, step: int) -> None:
         z = self.reference_memory.trajectory.latents[step + 1].to(self.inner.device, torch.float32)
         self.inner.predict_eps(z, t, cond, step=step, branch="cond", hooks=StopAfter(self.level))

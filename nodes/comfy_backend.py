@@ -91,7 +91,7 @@ from typing import Any
 
 import torch
 
-from dragon_core.backend import BRANCHES, AttnCall, FeatureCall, LayerKey, StopForward, UNetHooks
+from dragon_core.backend import BRANCHES, AttnCall, Branch, FeatureCall, LayerKey, StopForward, UNetHooks
 
 from .model_info import check_conditioning, is_sd_unet, schedule_problem
 
@@ -100,10 +100,11 @@ TRANSFORMER_OPTIONS_KEY = "dragon_diffusion"
 
 @dataclass(frozen=True)
 class _CallState:
-    """What one predict_eps call hands its patches through transformer_options."""
+    """What one predict_eps call hands its patches through transformer_options (``branch``
+    None: a CFG batch, each row's branch read from ComfyUI's ``cond_or_uncond``)."""
 
     step: int
-    branch: str
+    branch: str | None
     hooks: UNetHooks | None
 
     def __deepcopy__(self, memo: dict) -> "_CallState":
@@ -131,13 +132,24 @@ def _grad_aliases(model: torch.nn.Module):
             table[name] = t
 
 
+def _branch(state: _CallState, options: dict, rows: int) -> Branch:
+    """The call's branch; in a CFG batch each row's: ComfyUI's ``cond_or_uncond`` lists, per
+    chunk of the batch, the index of its conditioning in the list given to ``calc_cond_batch``
+    (ours: [cond, uncond], the order of BRANCHES). It may run the two as separate passes."""
+    if state.branch is not None:
+        return state.branch
+    chunks = options["cond_or_uncond"]
+    per_row = tuple(BRANCHES[i] for i in chunks for _ in range(rows // len(chunks)))
+    return per_row[0] if len(set(per_row)) == 1 else per_row
+
+
 def _attn1_patch(n, context_attn1, value_attn1, extra_options):
     state = extra_options.get(TRANSFORMER_OPTIONS_KEY)
     if state is None or state.hooks is None:
         return n, context_attn1, value_attn1
     kind, block = extra_options["block"]
     key = LayerKey(kind, int(block), int(extra_options.get("block_index", 0)))
-    r = state.hooks.self_attention(AttnCall(key, state.step, state.branch), n)
+    r = state.hooks.self_attention(AttnCall(key, state.step, _branch(state, extra_options, n.shape[0])), n)
     if r is None:
         return n, context_attn1, value_attn1
     k_in, v_in = r
@@ -151,7 +163,8 @@ def _output_block_patch(taps: dict[int, int]):
             kind, block = transformer_options["block"]
             level = taps.get(int(block)) if kind == "output" else None
             if level is not None:
-                state.hooks.decoder_feature(FeatureCall(level, state.step, state.branch), h)
+                branch = _branch(state, transformer_options, h.shape[0])
+                state.hooks.decoder_feature(FeatureCall(level, state.step, branch), h)
         return h, hsp
 
     return patch
@@ -291,19 +304,33 @@ class ComfyBackend:
 
     def predict_eps(self, z_t: torch.Tensor, t: int, cond: Any, *, step: int, branch: str = "cond",
                     hooks: UNetHooks | None = None, grad: bool = False) -> torch.Tensor | None:
+        if branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+        out = self._predict(z_t, t, [cond], _CallState(int(step), branch, hooks), grad)
+        return None if out is None else out[0]
+
+    def predict_eps_cfg(self, z_t: torch.Tensor, t: int, cond: Any, uncond: Any, *, step: int,
+                        hooks: UNetHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both CFG branches through ``calc_cond_batch`` as ComfyUI's samplers send them: one
+        batch when they fit in memory together (ComfyUI decides), each row's branch to the hooks."""
+        out = self._predict(z_t, t, [cond, uncond], _CallState(int(step), None, hooks), grad=False)
+        if out is None:
+            raise RuntimeError("a hook ended a CFG pass early; only gradient passes may stop")
+        return out[0], out[1]
+
+    def _predict(self, z_t: torch.Tensor, t: int, conds: list[Any], state: _CallState,
+                 grad: bool) -> list[torch.Tensor] | None:
+        """eps of ``z_t`` under each conditioning in ``conds`` (None if a hook stopped the pass)."""
         import comfy.samplers
 
         if self._closed:
             raise RuntimeError("ComfyBackend is closed")
         if z_t.ndim != 4:
             raise ValueError(f"z_t must be (B, C, H, W), got shape {tuple(z_t.shape)}")
-        if branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
         if not 0 <= int(t) < len(self._sigmas):
             raise ValueError(f"t must be a DDPM timestep in 0..{len(self._sigmas) - 1}, got {t}")
-        self._load(tuple(z_t.shape), grad)
+        self._load((z_t.shape[0] * len(conds),) + tuple(z_t.shape[1:]), grad)
         s = self.sigma(t)
-        state = _CallState(int(step), branch, hooks)
         mode = torch.inference_mode(False) if grad else contextlib.nullcontext()
         aliases = _grad_aliases(self.patcher.model) if grad else contextlib.nullcontext()
         self.patcher.pre_run()
@@ -313,16 +340,16 @@ class ComfyBackend:
                 if grad:
                     z = z.clone()  # a graph edge to z_t even when z_t is an inference tensor
                 x = z * math.sqrt(1.0 + s * s)
-                conds = self._conds(cond, x)
+                processed = [self._conds(c, x) for c in conds]
                 sigma = torch.full((x.shape[0],), s, device=self.device, dtype=torch.float32)
-                denoised = comfy.samplers.calc_cond_batch(self.patcher.model, [conds], x, sigma,
-                                                          self._model_options(state))[0]
-                eps = (x - denoised) / s
+                denoised = comfy.samplers.calc_cond_batch(self.patcher.model, processed, x, sigma,
+                                                          self._model_options(state))
+                eps = [(x - d) / s for d in denoised]
         except StopForward:
             return None
         finally:
             self.patcher.cleanup()
-        return eps.to(device=z_t.device, dtype=z_t.dtype)
+        return [e.to(device=z_t.device, dtype=z_t.dtype) for e in eps]
 
     # -- lifetime -----------------------------------------------------------------------------------------
     def close(self) -> None:

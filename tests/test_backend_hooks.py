@@ -162,6 +162,18 @@ def test_grad_until_gives_eps_and_features_at_the_memory_of_a_stopped_pass(rando
         assert not torch.is_grad_enabled()  # the caller's mode, whatever it was
 
 
+def test_cfg_batch_equals_two_passes_and_names_each_rows_branch(random_backend):
+    """predict_eps_cfg runs cond and uncond as one batch: the same eps as two passes (float
+    rounding), one hook call per layer whose branch names each row."""
+    cond, uncond = prompt_pair("flat, green square")
+    z, rec = _z(31), Recorder()
+    eps_c, eps_u = random_backend.predict_eps_cfg(z, 500, cond, uncond, step=3, hooks=rec)
+    assert (eps_c - random_backend.predict_eps(z, 500, cond, step=3)).abs().max() < 1e-5
+    assert (eps_u - random_backend.predict_eps(z, 500, uncond, step=3, branch="uncond")).abs().max() < 1e-5
+    assert len(rec.attn) == len(random_backend.self_attention_layers())
+    assert {c.branch for c, _ in rec.attn} == {("cond", "uncond")} and all(shape[0] == 2 for _, shape in rec.attn)
+
+
 def test_hook_list_order():
     class A(UNetHooks):
         def self_attention(self, call, n):

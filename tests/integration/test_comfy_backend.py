@@ -311,6 +311,19 @@ def test_grad_until_saves_what_a_stopped_pass_saves_and_returns_eps(backend, con
     assert until_b == stop_b < 0.9 * full_b
 
 
+def test_cfg_batch_reads_each_rows_branch_from_comfyui(backend, conditioning):
+    """predict_eps_cfg goes through calc_cond_batch as one batch (memory allows on the CPU): eps
+    equal to two passes, hooks called once per layer with each row's branch, in ComfyUI's row order."""
+    cond, uncond = conditioning
+    z, rec = _z(1, 31), Recorder()
+    eps_c, eps_u = backend.predict_eps_cfg(z, 500, cond, uncond, step=2, hooks=rec)
+    assert (eps_c - backend.predict_eps(z, 500, cond, step=2)).abs().max() < 1e-5
+    assert (eps_u - backend.predict_eps(z, 500, uncond, step=2, branch="uncond")).abs().max() < 1e-5
+    branches = {call.branch for call in rec.n}
+    assert len(branches) == 1 and sorted(next(iter(branches))) == ["cond", "uncond"]
+    assert len(rec.n) == len(backend.self_attention_layers())
+
+
 def test_gradient_pass_keeps_no_copy_of_the_weights(backend, conditioning):
     """Autograd saves the model's own weight storage for backward (zero-copy aliases), not
     copies: every weight a Linear/Conv saved shares a parameter's data pointer."""
