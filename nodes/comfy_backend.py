@@ -306,8 +306,11 @@ class ComfyBackend:
                     hooks: UNetHooks | None = None, grad: bool = False) -> torch.Tensor | None:
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
-        out = self._predict(z_t, t, [cond], _CallState(int(step), branch, hooks), grad)
-        return None if out is None else out[0]
+        # the conditioning at its branch's index, so that ComfyUI's cond_or_uncond (which other
+        # packs' patches read, e.g. IP-Adapter's per-branch image tokens) says uncond for uncond
+        conds = [cond] if branch == "cond" else [None, cond]
+        out = self._predict(z_t, t, conds, _CallState(int(step), branch, hooks), grad)
+        return None if out is None else out[BRANCHES.index(branch)]
 
     def predict_eps_cfg(self, z_t: torch.Tensor, t: int, cond: Any, uncond: Any, *, step: int,
                         hooks: UNetHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,7 +332,7 @@ class ComfyBackend:
             raise ValueError(f"z_t must be (B, C, H, W), got shape {tuple(z_t.shape)}")
         if not 0 <= int(t) < len(self._sigmas):
             raise ValueError(f"t must be a DDPM timestep in 0..{len(self._sigmas) - 1}, got {t}")
-        self._load((z_t.shape[0] * len(conds),) + tuple(z_t.shape[1:]), grad)
+        self._load((z_t.shape[0] * sum(c is not None for c in conds),) + tuple(z_t.shape[1:]), grad)
         s = self.sigma(t)
         mode = torch.inference_mode(False) if grad else contextlib.nullcontext()
         aliases = _grad_aliases(self.patcher.model) if grad else contextlib.nullcontext()
@@ -340,7 +343,7 @@ class ComfyBackend:
                 if grad:
                     z = z.clone()  # a graph edge to z_t even when z_t is an inference tensor
                 x = z * math.sqrt(1.0 + s * s)
-                processed = [self._conds(c, x) for c in conds]
+                processed = [None if c is None else self._conds(c, x) for c in conds]
                 sigma = torch.full((x.shape[0],), s, device=self.device, dtype=torch.float32)
                 denoised = comfy.samplers.calc_cond_batch(self.patcher.model, processed, x, sigma,
                                                           self._model_options(state))
