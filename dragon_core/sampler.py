@@ -3,9 +3,11 @@
 
 Guided step ``s`` (DragonDiffusion, with the reference method's schedule): the
 conditional pass runs with autograd and the feature hooks, so the conditional eps
-and the current features come from the same forward pass; autograd records only
-up to the last feature level (:class:`GradUntil`), so the pass keeps no more
-activations than one stopped there. The reference features come from the memory. The edit energy's gradient acts inside the edit region, the
+and the current features come from the same forward pass. Autograd records only up
+to the last feature level, and the guidance gradient is taken right there, inside
+the pass (:class:`_GuidanceGradient`): its graph is freed before the rest of the
+decoder computes eps, so a guided pass holds no more than a pass stopped after the
+features, then no more than a plain one. The reference features come from the memory. The edit energy's gradient acts inside the edit region, the
 content energy's outside, and the guidance enters the x0 estimate only (the DDIM
 direction keeps the unguided eps). Options from DiffEditor: regional SDE noise
 (``flexibility``) and time travel (``time_travel``).
@@ -44,14 +46,29 @@ class EditResult:
     stats: dict[str, Any]
 
 
-class _Capture(UNetHooks):
-    def __init__(self, levels: tuple[int, ...]) -> None:
-        self.levels = levels
+class _GuidanceGradient(UNetHooks):
+    """Takes the guidance gradient inside the guided pass, as soon as the last decoder level the
+    energies read has run: the edit energy's gradient inside the plan's grad mask, the content
+    energy's outside (two backward passes). The second backward frees the graph, so the rest of
+    the decoder, which computes eps without autograd (:class:`GradUntil`, later in the hook
+    list), never runs beside it."""
+
+    def __init__(self, plan: Plan, levels: tuple[int, ...], z: torch.Tensor, step: int) -> None:
+        self.plan, self.levels, self.z, self.step = plan, levels, z, step
         self.h: dict[int, torch.Tensor] = {}
+        self.grad: torch.Tensor | None = None
 
     def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
         if call.level in self.levels:
             self.h[call.level] = h
+        if self.grad is None and call.level >= max(self.levels):
+            feats = [self.h[lvl] for lvl in self.levels]
+            leaves = [f.detach().float().requires_grad_(True) for f in feats]  # energies in fp32 (no copy when fp32)
+            e_edit, e_con = self.plan.energy([on_grid(f, self.plan.grid) for f in leaves], self.step)
+            gmask = self.plan.grad_mask.to(self.z.device, torch.float32)
+            self.grad = (energy_grad(e_edit, feats, leaves, self.z, retain=True) * gmask
+                         + energy_grad(e_con, feats, leaves, self.z, retain=False) * (1 - gmask))
+            self.h.clear()
 
 
 def energy_grad(e: torch.Tensor, feats: list[torch.Tensor], leaves: list[torch.Tensor], z: torch.Tensor,
@@ -91,21 +108,17 @@ def energy_grad(e: torch.Tensor, feats: list[torch.Tensor], leaves: list[torch.T
 
 def _guidance(backend: Backend, plan: Plan, levels: tuple[int, ...], z: torch.Tensor, t: int, cond: Any, s: int,
               settings: EditSettings) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(energy gradient x scale, conditional eps or None) for guided step ``s``: the edit energy's
-    gradient inside the plan's grad mask, the content energy's outside (two backward passes).
-    eps is None when a hook ended the pass after the features (``StopForward``)."""
+    """(energy gradient x scale, conditional eps or None) for guided step ``s``, from one pass
+    of the conditional branch with autograd up to the last feature level. eps is None when a
+    hook ended the pass after the features (``StopForward``)."""
     with torch.enable_grad():
-        cap = _Capture(levels)
         z_in = z.detach().clone().requires_grad_(True)
-        hooks = HookList(cap, plan.attention, GradUntil(max(levels)))  # features recorded before any plan hook
+        guide = _GuidanceGradient(plan, levels, z_in, s)
+        hooks = HookList(guide, plan.attention, GradUntil(max(levels)))  # the gradient before any plan hook
         eps_c = backend.predict_eps(z_in, t, cond, step=s, branch="cond", hooks=hooks, grad=True)
-        feats = [cap.h[lvl] for lvl in levels]
-        leaves = [f.detach().float().requires_grad_(True) for f in feats]  # energies in fp32 (no copy when fp32)
-        e_edit, e_con = plan.energy([on_grid(f, plan.grid) for f in leaves], s)
-        gmask = plan.grad_mask.to(z.device, torch.float32)
-        g = (energy_grad(e_edit, feats, leaves, z_in, retain=True) * gmask
-             + energy_grad(e_con, feats, leaves, z_in, retain=False) * (1 - gmask))
-    return settings.energy_scale * g, None if eps_c is None else eps_c.detach()
+    if guide.grad is None:
+        raise RuntimeError(f"the UNet never reported decoder level {max(levels)}: no guidance gradient")
+    return settings.energy_scale * guide.grad, None if eps_c is None else eps_c.detach()
 
 
 def _eps(backend: Backend, plan: Plan, z: torch.Tensor, t: int, cond: Any, uncond: Any, s: int,

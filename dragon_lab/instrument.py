@@ -17,7 +17,7 @@ in ``stats``:
 part it walks: ``forward + forward_grad + forward_memory + f * (forward_partial +
 forward_grad_partial + forward_memory_partial) + 2 * f * backward``, where ``f``
 (``partial_fraction``) is the fraction of a full forward's FLOPs spent before the last
-feature level, measured on the edit's first full pass with
+feature level, measured on the edit's first full pass without autograd with
 :class:`torch.utils.flop_counter.FlopCounterMode`.
 
 ``schedule="reference"`` replays the official implementation's evaluation schedule for
@@ -66,7 +66,7 @@ def _records_memory(hooks: UNetHooks | None) -> bool:
 
 class InstrumentedBackend:
     """A backend that counts the passes it runs (see the module doc) and measures the FLOP
-    share up to decoder ``level`` on its first full pass. With ``reference_memory`` it
+    share up to decoder ``level`` on its first no-grad full pass. With ``reference_memory`` it
     also runs the reference schedule's no-grad reference pass before every grad pass."""
 
     def __init__(self, inner: Backend, level: int, reference_memory: FeatureMemory | None = None) -> None:
@@ -101,8 +101,10 @@ class InstrumentedBackend:
         self.counts["forward_partial"] += 1
 
     def _counted(self, z_t: torch.Tensor, t: int, cond: Any, *, hooks: UNetHooks | None, **kw: Any) -> Any:
-        """The pass; while the FLOP share is unknown, under a FLOP counter (no extra pass)."""
-        if self.fraction is not None:
+        """The pass; while the FLOP share is unknown and the pass has no autograd (a guided pass
+        runs its backward inside, which the counter's module hooks refuse), under a FLOP counter
+        (no extra pass)."""
+        if self.fraction is not None or kw.get("grad"):
             return self.inner.predict_eps(z_t, t, cond, hooks=hooks, **kw)
         from torch.utils.flop_counter import FlopCounterMode
 

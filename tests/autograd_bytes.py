@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
@@ -18,3 +19,35 @@ def saved_bytes(run: Callable[[], object]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         run()
     return total[0]
+
+
+class _Held:
+    def __init__(self, t: torch.Tensor) -> None:
+        self.t = t
+
+
+class LiveSaved:
+    """While active, ``bytes`` is what autograd holds for backward right now: saved tensors are
+    counted when saved and uncounted when autograd frees them (its graph freed after backward)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda held: held.t)
+
+    def _pack(self, t: torch.Tensor) -> _Held:
+        # detached: holding an output tensor itself would tie its node to this object in a cycle
+        # Python cannot collect, keeping graphs alive that autograd would have freed
+        held, n = _Held(t.detach()), t.numel() * t.element_size()
+        self.bytes += n
+        weakref.finalize(held, self._free, n)
+        return held
+
+    def _free(self, n: int) -> None:
+        self.bytes -= n
+
+    def __enter__(self) -> "LiveSaved":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)

@@ -135,6 +135,37 @@ def test_reference_schedule_and_batched_cfg_give_the_same_edit(random_backend, m
     assert ref.stats["forward_equiv"] > eff.stats["forward_equiv"]
 
 
+def test_guided_pass_frees_its_graph_before_the_last_decoder_level(random_backend, memory):
+    """The guidance gradient is taken inside the guided pass once the last feature level (2) has
+    run: when the decoder's last level (3) runs to make eps, autograd holds nothing, where at
+    level 1 it held the pass's activations."""
+    from autograd_bytes import LiveSaved
+    from dragon_core.backend import HookList, UNetHooks
+
+    live, seen = LiveSaved(), {1: [], 3: []}
+
+    class Probe(UNetHooks):
+        def decoder_feature(self, call, h):
+            if call.level in seen:
+                seen[call.level].append(live.bytes)
+
+    class Probed:
+        def __getattr__(self, name):
+            return getattr(random_backend, name)
+
+        def predict_eps(self, z_t, t, cond, *, hooks=None, grad=False, **kw):
+            hooks = HookList(Probe(), hooks, Probe()) if grad else hooks
+            return random_backend.predict_eps(z_t, t, cond, hooks=hooks, grad=grad, **kw)
+
+    cond, uncond = prompt_pair()
+    settings = default_settings("drag", cfg=2.0, feature_scale=1.0, attention_start=1)
+    with live:
+        res = edit_image(Probed(), memory, _edits()["drag"], cond, uncond, settings)
+    assert res.stats["guided_steps"] > 0
+    assert len(seen[1]) == 2 * res.stats["guided_steps"] and min(seen[1]) > 0
+    assert len(seen[3]) == 2 * res.stats["guided_steps"] and max(seen[3]) == 0
+
+
 def test_memory_extrapolation_counts_int8_fp16_recompute_and_the_reference(memory):
     from dragon_lab.perf import extrapolate_memory
 

@@ -68,7 +68,7 @@ class _FeaturesOnlyWhenGrad(UNetHooks):
         self.level = level
 
     def decoder_feature(self, call, h):
-        if torch.is_grad_enabled() and call.level >= self.level:
+        if h.requires_grad and call.level >= self.level:  # the guidance pass, after its gradient was taken
             raise StopForward
 
 
