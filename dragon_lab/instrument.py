@@ -35,7 +35,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -84,14 +84,16 @@ class InstrumentedBackend:
             hooks = HookList(hooks, StopAfter(self.level))  # stopped after the features (eps: a CFG batch)
         if grad:
             z_t.register_hook(lambda g: self.counts.update(backward=1))
-        out = self._counted(z_t, t, cond, step=step, branch=branch, hooks=hooks, grad=grad)
+        out = self._counted(lambda h: self.inner.predict_eps(z_t, t, cond, step=step, branch=branch, hooks=h,
+                                                             grad=grad), hooks, grad)
         kind = "forward_memory" if _records_memory(hooks) else "forward_grad" if grad else "forward"
         self.counts[kind + ("_partial" if out is None else "")] += z_t.shape[0]
         return out
 
     def predict_eps_cfg(self, z_t: torch.Tensor, t: int, cond: Any, uncond: Any, *, step: int,
                         hooks: UNetHooks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.inner.predict_eps_cfg(z_t, t, cond, uncond, step=step, hooks=hooks)
+        out = self._counted(lambda h: self.inner.predict_eps_cfg(z_t, t, cond, uncond, step=step, hooks=h), hooks,
+                            False)
         self.counts["forward"] += 2 * z_t.shape[0]
         return out
 
@@ -100,17 +102,17 @@ class InstrumentedBackend:
         self.inner.predict_eps(z, t, cond, step=step, branch="cond", hooks=StopAfter(self.level))
         self.counts["forward_partial"] += 1
 
-    def _counted(self, z_t: torch.Tensor, t: int, cond: Any, *, hooks: UNetHooks | None, **kw: Any) -> Any:
-        """The pass; while the FLOP share is unknown and the pass has no autograd (a guided pass
-        runs its backward inside, which the counter's module hooks refuse), under a FLOP counter
-        (no extra pass)."""
-        if self.fraction is not None or kw.get("grad"):
-            return self.inner.predict_eps(z_t, t, cond, hooks=hooks, **kw)
+    def _counted(self, run: Callable[[UNetHooks | None], Any], hooks: UNetHooks | None, grad: bool) -> Any:
+        """``run(hooks)``, the pass; while the FLOP share is unknown and the pass has no autograd (a
+        guided pass runs its backward inside, which the counter's module hooks refuse), under a FLOP
+        counter (no extra pass)."""
+        if self.fraction is not None or grad:
+            return run(hooks)
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as fc:
             probe = _FlopsAt(fc, self.level)
-            out = self.inner.predict_eps(z_t, t, cond, hooks=HookList(hooks, probe), **kw)
+            out = run(HookList(hooks, probe))
             total = fc.get_total_flops()
         if out is not None:
             self.fraction = float(probe.flops) / float(total) if total and probe.flops is not None else 1.0

@@ -132,6 +132,9 @@ def test_reference_schedule_and_batched_cfg_give_the_same_edit(random_backend, m
     assert (eff.latent - ref.latent).abs().max() < 1e-4 and (eff.latent - both.latent).abs().max() < 1e-4
     g = eff.stats["guided_steps"]
     assert ref.stats["forward_grad_partial"] == g and eff.stats["forward_grad"] == g
+    # the FLOP share is measured on CFG batches too (this reference schedule runs no other no-grad pass)
+    assert ref.stats["partial_fraction"] == pytest.approx(eff.stats["partial_fraction"], abs=1e-3)
+    assert ref.stats["partial_fraction"] < 1
     assert ref.stats["forward_equiv"] > eff.stats["forward_equiv"]
 
 
