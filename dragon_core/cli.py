@@ -143,7 +143,7 @@ def build_cli_edit(args: argparse.Namespace, backend, enc) -> CliEdit:
     from .edits import Appearance, Drag, Move, Paste, Points
     from .memory import STORAGE, default_policy, invert_with_memory
     from .regions import parse_points
-    from .settings import default_settings, setting_warnings
+    from .settings import default_settings, setting_warnings, with_overrides
 
     img = load_png(args.image, "--image")
     size = img.shape[:2]
@@ -187,10 +187,11 @@ def build_cli_edit(args: argparse.Namespace, backend, enc) -> CliEdit:
         rmem, rmask = reference()
         edit = Paste(rmem, rmask, args.dx, args.dy, args.scale)
     kind = "move" if args.kind == "resize" else args.kind
-    settings = default_settings(kind, edit_defaults(args), cfg=args.cfg, energy_scale=args.energy_scale,
-                                seed=args.seed, flexibility=args.flexibility, time_travel=args.time_travel,
-                                attention=False if args.no_attention else None)
-    for line in setting_warnings(settings, default_settings(kind, edit_defaults(args)), mem.steps):
+    default = default_settings(kind, edit_defaults(args), preset=args.preset)
+    settings = with_overrides(default, cfg=args.cfg, energy_scale=args.energy_scale, seed=args.seed,
+                              flexibility=args.flexibility, time_travel=args.time_travel,
+                              attention=False if args.no_attention else None)
+    for line in setting_warnings(settings, default, mem.steps):
         print(f"warning: --{line.replace('_', '-', 1)}", file=sys.stderr)
     return CliEdit(mem, edit, settings, cond, uncond, sheet)
 
@@ -217,7 +218,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     stats = dict(res.stats, seconds=round(time.time() - t0, 3))
     paths = write_edit(args, res.latent, stats, job.sheet)
     print(f"{args.kind} edit in {stats['seconds']:.1f}s (inversion included): {stats['steps']} steps, "
-          f"{stats['guided_steps']} guided; {describe(job.settings, stats['steps'])}")
+          f"{stats['guided_steps']} guided; {describe(job.settings, stats['steps'], args.preset)}")
     print_written(paths)
     return 0
 
@@ -229,6 +230,17 @@ def memory_arg(p: argparse.ArgumentParser) -> None:
                    help="how the inversion's memory is kept: int8 (default, per-channel scales), fp16, or "
                         "recompute (latents only; each step's K/V and features rerun during the edit: one more "
                         "UNet pass per step, a few MiB)")
+
+
+def preset_arg(p: argparse.ArgumentParser) -> None:
+    """``--preset``: where an edit's defaults come from (``settings.PRESETS``; the edit, demo and bench commands)."""
+    from .settings import PRESETS
+
+    p.add_argument("--preset", choices=PRESETS, default="model",
+                   help="where the edit's defaults come from: model (default) = the paper's, then the model's "
+                        "calibrated settings (the shapes model's config.json); paper = the official demo's values "
+                        "alone (SDE, time travel, CFG, energy weights, guided steps), whatever the model; "
+                        "--cfg, --energy-scale etc. override either")
 
 
 def command_parser(prog: str, doc: str | None) -> tuple[argparse.ArgumentParser, Any]:
@@ -273,6 +285,7 @@ def edit_arguments(ed: argparse.ArgumentParser) -> None:
     ed.add_argument("--flexibility", type=float, default=None, help="regional SDE strength (DiffEditor), e.g. 0.4")
     ed.add_argument("--time-travel", type=int, default=None, help="passes per step in the time-travel window (3)")
     ed.add_argument("--no-attention", action="store_true", help="turn cross-branch attention off")
+    preset_arg(ed)
     memory_arg(ed)
     ed.add_argument("--seed", type=int, default=0)
     ed.add_argument("--out", required=True, help="output folder (result.png, sheet.png, stats.json)")

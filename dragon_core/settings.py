@@ -3,7 +3,7 @@ the memory policy that keeps only what given settings read.
 
 A model family brings its own calibrated overrides (the bundled shapes model's
 ``config.json``, a ComfyUI MODEL's ``model_options``); without them the paper's
-Stable Diffusion settings apply.
+Stable Diffusion settings apply. The "paper" preset ignores the overrides.
 """
 
 from __future__ import annotations
@@ -69,29 +69,62 @@ class EditSettings:
                                     and s % 2 == 0) else 1
 
 
-# Starting points from the official DragonDiffusion demo for Stable Diffusion 1.5
-# (energy slider x 1e3 x 0.08 (move) or 0.04 (others); CFG per edit; flexibility 0.4); features
-# compared on a grid of twice the latent size (image / 4), as the reference code resizes them.
+# The paper's settings: the official DragonDiffusion demo (MC-E/DragonDiffusion f9b5bdf) for Stable
+# Diffusion 1.5, per edit kind, as its DragonModels.run_* (src/demo/model.py) run it. Shared by every kind:
+# - guided steps i < 30 of 50, every step before 10, even steps after (Sampler.edit, src/models/Sampler.py;
+#   50 = NUM_DDIM_STEPS in src/demo/model.py): guide_until 0.6, guide_every_until 0.2;
+# - regional SDE on steps 10 < i < 20 (Sampler.edit) with each run_*'s SDE_strength slider: flexibility;
+# - time travel: 3 passes on the even steps 20 < i < 30 when guided (Sampler.edit): time_travel 3;
+# - features compared on a grid twice the latent size (DragonModels.up_scale 2): feature_scale 2;
+# - cross-branch attention from step 5 to the end (move, drag, landmark), on steps 0-35 (appearance, paste)
+#   (the memory-bank branch of AttnProcessor in src/unet/attention_processor.py).
+# Per kind, the sliders' defaults in src/demo/demo.py (create_demo_*): CFG, energy, weights, SDE strength;
+# energy_scale = the energy slider x 1e3 (run_*) x the gradient factor of Sampler.guidance_* (8e-2 move,
+# 4e-2 the others).
+_PAPER_SCHEDULE: dict[str, Any] = dict(guide_until=0.6, guide_every_until=0.2, flexibility_window=(0.2, 0.4),
+                                       time_travel=3, time_travel_window=(0.4, 0.6), feature_scale=2.0,
+                                       attention_start=5, attention_end=None)
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "move": dict(cfg=4.0, energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8,
-                 feature_scale=2.0),
-    "drag": dict(cfg=4.0, energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, feature_scale=2.0),
-    "points": dict(cfg=4.0, energy_scale=120.0, w_edit=12.0, w_content=0.0, w_contrast=0.0, feature_scale=2.0),
-    "appearance": dict(cfg=5.0, energy_scale=80.0, w_edit=3.5, w_content=5.0, feature_scale=2.0),
-    "paste": dict(cfg=4.0, energy_scale=60.0, w_edit=4.0, w_content=6.0, feature_scale=2.0),
+    # create_demo_move / run_move (resize: run_move's resize_scale); run_move copies the moved object's
+    # inverted latent into zT: copy_start
+    "move": dict(_PAPER_SCHEDULE, cfg=4.0, energy_scale=0.5 * 1e3 * 8e-2, w_edit=4.0, w_content=6.0, w_contrast=0.2,
+                 w_inpaint=0.8, flexibility=0.4, copy_start=True),
+    # create_demo_drag / run_drag: its w_inpaint (0.2) weighs guidance_drag's handle-patch contrast term, our
+    # drag's w_contrast; process_drag (src/utils/utils.py) copies each handle's latent patch to its target
+    "drag": dict(_PAPER_SCHEDULE, cfg=4.0, energy_scale=2.0 * 1e3 * 4e-2, w_edit=4.0, w_content=6.0, w_contrast=0.2,
+                 flexibility=0.4, copy_start=True),
+    # create_demo_face_drag / run_drag_face (the landmark mode): guidance_landmark has no content or contrast
+    # term (its w_inpaint 0.4 is unused); SDE 0.2 over the whole image (it passes SDE_strength_un too);
+    # process_drag_face copies no latent patches
+    "points": dict(_PAPER_SCHEDULE, cfg=4.0, energy_scale=3.0 * 1e3 * 4e-2, w_edit=12.0, w_content=0.0,
+                   w_contrast=0.0, flexibility=0.2, copy_start=False),
+    # create_demo_appearance / run_appearance
+    "appearance": dict(_PAPER_SCHEDULE, cfg=5.0, energy_scale=2.0 * 1e3 * 4e-2, w_edit=3.5, w_content=5.0,
+                       flexibility=0.4, attention_start=0, attention_end=35),
+    # create_demo_paste / run_paste; run_paste copies the source's inverted latent to the destination in zT
+    "paste": dict(_PAPER_SCHEDULE, cfg=4.0, energy_scale=1.5 * 1e3 * 4e-2, w_edit=4.0, w_content=6.0,
+                  flexibility=0.4, copy_start=True, attention_start=0, attention_end=35),
 }
 DEFAULT_ATTENTION = {"move": "replace", "drag": "concat", "points": "concat", "appearance": "masked",
                      "paste": "masked"}
 
 
-def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = None, **kw: Any) -> EditSettings:
-    """Settings for an edit kind: the paper's, then a model's calibrated ``overrides``, then ``kw``."""
+# Where an edit's defaults come from: "model" = the paper's, then the model family's calibrated overrides
+# (the shapes model's config.json, a ComfyUI MODEL's model_options); "paper" = the paper's alone.
+PRESETS = ("model", "paper")
+
+
+def default_settings(kind: str, overrides: dict[str, dict[str, Any]] | None = None, preset: str = "model",
+                     **kw: Any) -> EditSettings:
+    """Settings for an edit kind: the paper's (``PAPER_DEFAULTS``), then, with ``preset`` "model", a
+    model's calibrated ``overrides`` ("paper" ignores them), then the non-None ``kw``."""
     if kind not in EDIT_KINDS:
         raise ValueError(f"edit kind must be one of {EDIT_KINDS}, got {kind!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     values: dict[str, Any] = dict(PAPER_DEFAULTS[kind])
-    if kind in ("appearance", "paste"):
-        values.update(attention_start=0, attention_end=35)
-    values.update((overrides or {}).get(kind, {}))
+    if preset == "model":
+        values.update((overrides or {}).get(kind, {}))
     values.update({k: v for k, v in kw.items() if v is not None})
     if isinstance(values.get("flexibility_window"), list):
         values["flexibility_window"] = tuple(values["flexibility_window"])
@@ -144,14 +177,15 @@ def setting_warnings(settings: EditSettings, default: EditSettings, steps: int) 
     return out
 
 
-def describe(settings: EditSettings, steps: int) -> str:
+def describe(settings: EditSettings, steps: int, preset: str) -> str:
     """The values an edit of ``steps`` steps runs with, for the console line (after "-1 = default"
-    was resolved); cross-branch attention with the steps it is active on."""
+    was resolved from ``preset``); cross-branch attention with the steps it is active on."""
     active = attention_steps(settings, steps)
     attention = ("off" if not settings.attention else "on but never active" if not active else
                  f"on (steps {active[0]}-{active[-1]})")
-    return (f"cfg {settings.cfg:g}, energy_scale {settings.energy_scale:g}, guidance_end {settings.guide_until:g}, "
-            f"flexibility {settings.flexibility:g}, cross_attention {attention}")
+    return (f"preset {preset}: cfg {settings.cfg:g}, energy_scale {settings.energy_scale:g}, "
+            f"guidance_end {settings.guide_until:g}, flexibility {settings.flexibility:g}, "
+            f"time_travel {settings.time_travel}, cross_attention {attention}")
 
 
 def with_overrides(settings: EditSettings, **kw: Any) -> EditSettings:

@@ -116,6 +116,9 @@ SAMPLING: dict[str, Any] = {"cfg": 3.0, "spacing": "comfy_uniform"}
 #   before): PSNR 24.82 vs 24.66, IoU 0.71 vs 0.64, centroid error 1.28 vs 1.61 px, now below no
 #   guidance's 1.42 (12 cases; 0.6: 23.78 / 0.57 / 4.15; 0.95: 25.05 / 0.73 / 1.23, but that leaves
 #   the method only the last 2-3 steps).
+# - no time travel (one pass per step) except for drag, and no regional SDE for point sets and
+#   paste: every value above was calibrated without them, before PAPER_DEFAULTS took the
+#   official demo's 3 passes and SDE strength (0.4; 0.2 for point sets).
 EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
     "move": {
         "cfg": 1.0,
@@ -126,7 +129,8 @@ EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
         "background_lock": 1.0,
         "guide_until": 1.0,
         "feature_scale": 1.0,
-        "flexibility": 0.7
+        "flexibility": 0.7,
+        "time_travel": 1
     },
     "drag": {
         "cfg": 1.0,
@@ -145,7 +149,9 @@ EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
         "background_lock": 1.0,
         "guide_until": 1.0,
         "feature_scale": 1.0,
-        "point_region": 0.1
+        "point_region": 0.1,
+        "flexibility": 0.0,
+        "time_travel": 1
     },
     "appearance": {
         "cfg": 1.0,
@@ -156,7 +162,8 @@ EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
         "feature_scale": 1.0,
         "flexibility": 0.7,
         "reference_interior": True,
-        "appearance_start": 1.0
+        "appearance_start": 1.0,
+        "time_travel": 1
     },
     "paste": {
         "cfg": 1.0,
@@ -164,7 +171,9 @@ EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
         "background_lock": 1.0,
         "guide_until": 1.0,
         "feature_scale": 1.0,
-        "copy_until": 0.9
+        "copy_until": 0.9,
+        "flexibility": 0.0,
+        "time_travel": 1
     }
 }
 

@@ -308,16 +308,16 @@ def run_case(backend, encoder, kind: str, case: ec.EditCase, settings: EditSetti
 def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None, spacing: str = "comfy_uniform",
               kinds: tuple[str, ...] = KINDS, n: int | None = None, steps: int = 50, sample_prompt: str = "input",
               sheet: str | Path | None = None, json_path: str | Path | None = None, memory: str = "int8",
-              seed: int | None = None) -> dict[str, Any]:
-    """Run the suite; return per-case scores and, per kind and method, each metric's mean, median
-    and worst (``bench_stats``)."""
+              seed: int | None = None, preset: str = "model") -> dict[str, Any]:
+    """Run the suite with ``preset``'s settings (``default_settings``); return per-case scores and, per
+    kind and method, each metric's mean, median and worst (``bench_stats``)."""
     n = n or (2 if quick else 12)
     t0 = time.time()
     table: dict[str, Any] = {}
     sheet_rows: list[np.ndarray] = []
     for kind in kinds:
         ed_kind = "move" if kind == "resize" else kind
-        settings = default_settings(ed_kind, defaults, seed=seed)
+        settings = default_settings(ed_kind, defaults, preset=preset, seed=seed)
         rows = [run_case(backend, encoder, kind, make_case(kind, k).edit_case, settings, spacing, steps, sample_prompt,
                          memory) for k in range(n)]
         table[kind] = summarise_cases(rows, METRICS[kind], METHODS)
@@ -330,7 +330,7 @@ def run_bench(backend, encoder, quick: bool = True, defaults: dict | None = None
             sheet_rows += [r["images"]["input"], r["images"].get("reference", blank), r["images"]["target"],
                            r["images"]["dragon"], r["images"]["no_guidance"], r["images"]["naive"]]
     result = {"quick": quick, "cases_per_kind": n, "steps": steps, "spacing": spacing, "sample_prompt": sample_prompt,
-              "memory": memory, "seed": seed,
+              "memory": memory, "seed": seed, "preset": preset,
               "seconds": round(time.time() - t0, 1), "table": table}
     if sheet is not None:
         save_png(grid(sheet_rows, 6), sheet, 4)
@@ -346,8 +346,8 @@ def format_table(result: dict[str, Any]) -> str:
     def f(v: float) -> str:
         return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
 
-    lines = [f"shapes-world bench: {result['cases_per_kind']} cases per edit, {result['steps']} steps, "
-             f"{result['seconds']}s", "",
+    lines = [f"shapes-world bench: {result['cases_per_kind']} cases per edit, {result['steps']} steps, preset "
+             f"{result['preset']}, {result['seconds']}s", "",
              "| edit | metric | DragonDiffusion mean / median / worst | no guidance mean | naive mean |",
              "|---|---|---|---|---|"]
     for kind, rows in result["table"].items():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from dragon_core.cli import (build_cli_edit, command_parser, edit_arguments, edit_defaults, load_model, memory_arg,
-                             model_args, print_written, run_command, sampling, write_edit)
+                             model_args, preset_arg, print_written, run_command, sampling, write_edit)
 from dragon_core.images import grid, save_png, tensor_to_array
 from dragon_demo import shapes_world as sw
 
@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     "appearance": "colour_gap_left", "paste": "centroid_err"}
     for kind in KINDS:
         case = make_case(kind, args.seed).edit_case
-        settings = default_settings("move" if kind == "resize" else kind, defaults)
+        settings = default_settings("move" if kind == "resize" else kind, defaults, preset=args.preset)
         r = runs[kind] = run_case(backend, enc, kind, case, settings, spacing, args.steps)
         sc, m = r["scores"]["dragon"], extra_metric[kind]
         print(f"{kind:10s} PSNR to target {sc['psnr']:5.2f} dB (no guidance {r['scores']['no_guidance']['psnr']:5.2f}, "
@@ -231,7 +231,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _held_out(args, backend, enc, kinds, spacing, defaults)
     result = run_bench(backend, enc, quick=args.quick, defaults=defaults, spacing=spacing, kinds=kinds, n=args.n,
                        steps=args.steps, sheet=args.sheet, json_path=args.json, sample_prompt=args.sample_prompt,
-                       memory=args.memory, seed=args.seed)
+                       memory=args.memory, seed=args.seed, preset=args.preset)
     print(format_table(result))
     print_written([Path(p) for p in (args.json, args.sheet) if p])
     return 0
@@ -247,7 +247,7 @@ def _held_out(args: argparse.Namespace, backend, enc, kinds: tuple[str, ...], sp
     if [p for p in prompts if p not in ("input", "target", "empty")]:
         raise ValueError("--prompts: a comma-separated subset of input, target, empty")
     result = run_held_out(backend, enc, kinds, strata, args.n or 4, args.steps, prompts, defaults, spacing,
-                          args.memory)
+                          args.memory, preset=args.preset)
     if args.update:  # the kinds run here replace theirs in an earlier full run; the others are kept
         result = merge_held_out(json.loads(Path(args.update).read_text()), result)
         args.json = args.json or args.update
@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(d)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    preset_arg(d)
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("scene", help="render a scene, its masks and (with --edit) the edit's ground truth")
@@ -371,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prompt the edits sample under: the input scene's (default), the target's, or none")
     memory_arg(be)
     be.add_argument("--seed", type=int, default=None, help="the edits' seed (regional noise; default: the model's)")
+    preset_arg(be)
     be.add_argument("--held-out", action="store_true",
                     help="the held-out stratified cases (seed 9001; calibration never uses them) instead of the "
                          "tuning cases; --n cases per stratum (default 4)")

@@ -150,13 +150,15 @@ def _outside_share(obj: sw.ShapeObject, size: int) -> float:
 
 def run_held_out(backend, encoder, kinds: tuple[str, ...], strata: tuple[str, ...] = STRATA, n: int = 4,
                  steps: int = 20, prompts: tuple[str, ...] = ("input", "empty"), defaults: dict | None = None,
-                 spacing: str = "comfy_uniform", memory: str = "int8", log=print) -> dict[str, Any]:
-    """Every kind x stratum x prompt on ``n`` held-out cases: per-case rows and their summaries."""
+                 spacing: str = "comfy_uniform", memory: str = "int8", log=print, preset: str = "model"
+                 ) -> dict[str, Any]:
+    """Every kind x stratum x prompt on ``n`` held-out cases with ``preset``'s settings: per-case rows
+    and their summaries."""
     from dragon_core.settings import default_settings
 
     rows: list[dict[str, Any]] = []
     for kind in kinds:
-        settings = default_settings("move" if kind == "resize" else kind, defaults)
+        settings = default_settings("move" if kind == "resize" else kind, defaults, preset=preset)
         for stratum in strata:
             if not applies(kind, stratum):
                 continue
@@ -169,7 +171,7 @@ def run_held_out(backend, encoder, kinds: tuple[str, ...], strata: tuple[str, ..
                     log(f"{kind} {stratum} {prompt} {k}: " + ", ".join(
                         f"{m} {r['scores']['dragon'].get(m, math.nan):.3f}" for m in ("psnr", "iou", KEY_ERROR[kind])))
     return {"held_out_seed": HELD_OUT_SEED, "cases_per_stratum": n, "steps": steps, "prompts": list(prompts),
-            "summary": summarise_held_out(rows), "cases": rows}
+            "preset": preset, "summary": summarise_held_out(rows), "cases": rows}
 
 
 def summarise_held_out(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -188,6 +190,9 @@ def merge_held_out(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     for key in ("held_out_seed", "cases_per_stratum", "steps", "prompts"):
         if old[key] != new[key]:
             raise ValueError(f"cannot merge held-out runs with different {key}: {old[key]} vs {new[key]}")
+    presets = [r.get("preset", "model") for r in (old, new)]  # runs written before presets used the model's
+    if presets[0] != presets[1]:
+        raise ValueError(f"cannot merge held-out runs with different presets: {presets[0]} vs {presets[1]}")
     kinds = {r["kind"] for r in new["cases"]}
     rows = [r for r in old["cases"] if r["kind"] not in kinds] + new["cases"]
     return {**old, "summary": summarise_held_out(rows), "cases": rows}

@@ -23,7 +23,7 @@ from dragon_core.attention import CrossBranchAttention
 from dragon_core.backend import AttnCall, LayerKey
 from dragon_core.planning import plan_edit
 from dragon_core.sampler import run_edit
-from dragon_core.settings import default_settings, describe, setting_warnings
+from dragon_core.settings import PRESETS, default_settings, describe, setting_warnings, with_overrides
 from dragon_core.memory import FeatureMemory
 
 from .comfy_backend import ComfyBackend
@@ -33,8 +33,13 @@ from .model_info import check_prompt, check_sd_unet, edit_defaults, model_identi
 from .progress import progress_callback
 
 AUTO = -1.0
-DEFAULT_NOTE = ("-1 = the default for this edit and model: the paper's for Stable Diffusion, calibrated values for "
-                "the shapes demo model. The values used are printed in the console.")
+DEFAULT_NOTE = ("-1 = the preset's default for this edit: with preset model, the paper's for Stable Diffusion and "
+                "calibrated values for the shapes demo model; with preset paper, the paper's for every model. The "
+                "values used are printed in the console.")
+PRESET_NOTE = ("Where the -1 defaults come from. model: the paper's settings, then the model's calibrated ones (the "
+               "shapes demo model carries them; Stable Diffusion has none, so it gets the paper's). paper: the "
+               "official demo's values for every model (regional SDE, time travel, CFG, energy weights, guided "
+               "steps).")
 SAMPLER = "DragonDiffusion Guided Sampler"
 ATTENTION_PATCH = "DragonDiffusion Cross-Branch Attention"
 # the edit node input that holds each kind of second memory
@@ -64,8 +69,8 @@ class GuidedSampler(io.ComfyNode):
             category="DragonDiffusion",
             description="Run a DragonDiffusion edit: DDIM sampling over the memory's steps with "
                         "feature-correspondence guidance and cross-branch self-attention. -1 on a setting means "
-                        "the default for this edit and model (calibrated values for the shapes demo model, the "
-                        "paper's for Stable Diffusion).",
+                        "the preset's default for this edit (preset model: calibrated values for the shapes demo "
+                        "model, the paper's for Stable Diffusion; preset paper: the paper's for every model).",
             inputs=[
                 io.Model.Input("model", tooltip="The model the memory was inverted with."),
                 io.Conditioning.Input("positive", tooltip="The prompt for the edited image (usually the inversion's)."),
@@ -87,6 +92,8 @@ class GuidedSampler(io.ComfyNode):
                                        "more lets the content change more. " + DEFAULT_NOTE),
                 io.Boolean.Input("cross_attention", default=True,
                                  tooltip="Self-attention reads the memory's keys/values (keeps the original's look)."),
+                # optional, so that API prompts written before it existed still run (with "model")
+                io.Combo.Input("preset", options=list(PRESETS), default="model", optional=True, tooltip=PRESET_NOTE),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="The edited image's latent (VAE Decode it).")],
         )
@@ -94,7 +101,7 @@ class GuidedSampler(io.ComfyNode):
     @classmethod
     @named_errors(SAMPLER)
     def execute(cls, model, positive, negative, memory, edit, seed, cfg, energy_scale, guidance_end, flexibility,
-                cross_attention) -> io.NodeOutput:
+                cross_attention, preset="model") -> io.NodeOutput:
         node = SAMPLER
         check_sd_unet(model, node)
         memory = check_memory_for(model, memory, "memory", node)
@@ -108,10 +115,11 @@ class GuidedSampler(io.ComfyNode):
         check_prompt(model, positive, "positive", node)
         check_prompt(model, negative, "negative", node)
         check_edit_for(edit, memory, model)
-        settings = default_settings(kind, edit_defaults(model), cfg=_auto(cfg), energy_scale=_auto(energy_scale),
-                                    guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
-                                    attention=bool(cross_attention))
-        for line in setting_warnings(settings, default_settings(kind, edit_defaults(model)), memory.steps):
+        default = default_settings(kind, edit_defaults(model), preset=preset)
+        settings = with_overrides(default, cfg=_auto(cfg), energy_scale=_auto(energy_scale),
+                                  guide_until=_auto(guidance_end), flexibility=_auto(flexibility), seed=int(seed),
+                                  attention=bool(cross_attention))
+        for line in setting_warnings(settings, default, memory.steps):
             logging.warning("%s: %s", SAMPLER, line)
         done = [-1]  # the last finished step, for the out-of-memory message
         progress = progress_callback(memory.steps)
@@ -132,7 +140,7 @@ class GuidedSampler(io.ComfyNode):
                 raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
         logging.info("%s: %s edit, %s steps (%s guided passes), %s; %.1f s", SAMPLER, kind, memory.steps,
-                     result.stats["guided_steps"], describe(settings, memory.steps), time.perf_counter() - t0)
+                     result.stats["guided_steps"], describe(settings, memory.steps, preset), time.perf_counter() - t0)
         return io.NodeOutput({"samples": samples})
 
 

@@ -142,9 +142,9 @@ def inversion(c: Column, model: Node, latent: Node, positive: Node, pos_slot: in
 
 def guided_sampler(c: Column, model: Node, positive: Node, pos_slot: int, negative: Node, memory: Node,
                    edit: Node, seed: int = 0) -> Node:
-    n = c.add("DragonDiff_GuidedSampler", [seed, "fixed", -1.0, -1.0, -1.0, -1.0, True],
+    n = c.add("DragonDiff_GuidedSampler", [seed, "fixed", -1.0, -1.0, -1.0, -1.0, True, "model"],
               [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-               ("memory", "DRAGON_MEMORY"), ("edit", "DRAGON_EDIT")], [("latent", "LATENT")], 290)
+               ("memory", "DRAGON_MEMORY"), ("edit", "DRAGON_EDIT")], [("latent", "LATENT")], 314)
     c.w.link(model, 0, n, "model")
     c.w.link(positive, pos_slot, n, "positive")
     c.w.link(negative, 0, n, "negative")

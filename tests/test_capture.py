@@ -34,9 +34,10 @@ def _image(z):
 
 def _no_edit(memory, cond, uncond, backend, cfg=CFG, **kw):
     """Drag with every target on its handle: full guidance and cross-branch attention from step 0,
-    nothing to move (at the generation's CFG by default)."""
+    nothing to move (at the generation's CFG by default); no regional SDE or time travel (the
+    paper's settings have both: fresh noise and re-noising change the image by design)."""
     h = torch.tensor([[12.0, 12.0], [20.0, 8.0]])
-    settings = default_settings("drag", cfg=cfg, attention_start=0, **kw)
+    settings = default_settings("drag", cfg=cfg, attention_start=0, flexibility=0.0, time_travel=1, **kw)
     return run_edit(backend, memory, plan_edit(Drag(h, h.clone(), (32, 32)), memory, settings), cond, uncond,
                     settings).latent
 

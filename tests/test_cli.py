@@ -145,6 +145,39 @@ def test_edit_errors_are_one_clear_line(tmp_path, monkeypatch, capsys, argv, mes
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_edit_preset_paper_takes_the_papers_settings_not_the_models(tmp_path, capsys):
+    """--preset paper: the official demo's settings (CFG 4, energy 40, SDE, 3 time-travel passes) even
+    on the shapes model, whose calibrated settings the default preset (model) uses."""
+    from dragon_core.settings import default_settings
+    from dragon_demo.shapes_model import load_config
+
+    case = ec.random_edit_case(1001, "move")
+    save_png(case.scene.render(), tmp_path / "img.png")
+    save_png(case.scene.masks()[case.index].astype(np.float32)[..., None].repeat(3, 2), tmp_path / "mask.png")
+    argv = ["edit", "move", "--image", str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"),
+            "--dx", str(case.dx), "--dy", str(case.dy), "--steps", "20"]
+    for preset, line in (("paper", "preset paper: cfg 4, energy_scale 40, guidance_end 0.6, flexibility 0.4, "
+                                   "time_travel 3,"),
+                         ("model", "preset model: cfg 1, energy_scale 240, guidance_end 1, flexibility 0.7, "
+                                   "time_travel 1,")):
+        out = tmp_path / preset
+        assert main(argv + ["--preset", preset, "--out", str(out)]) == 0
+        assert line in capsys.readouterr().out
+        settings = default_settings("move", load_config()["edit_defaults"], preset=preset)
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["guided_steps"] == sum(settings.repeats(s, 20) for s in range(20) if settings.guided(s, 20))
+        assert stats["renoise"] == (2 if preset == "paper" else 0)  # time travel on step 10 of 20: 2 more passes
+    assert not np.array_equal(load_png(tmp_path / "paper" / "result.png"), load_png(tmp_path / "model" / "result.png"))
+    assert main(argv + ["--preset", "paper", "--cfg", "2", "--out", str(tmp_path / "o")]) == 0
+    assert "preset paper: cfg 2, energy_scale 40" in capsys.readouterr().out  # an explicit value wins
+    with pytest.raises(SystemExit):
+        main(argv + ["--preset", "official", "--out", str(tmp_path / "o")])
+    assert "invalid choice: 'official' (choose from 'model', 'paper')" in capsys.readouterr().err
+    from dragon_lab.cli import build_parser
+
+    assert [build_parser().parse_args(c + ["--preset", "paper"]).preset for c in (["bench"], ["demo"])] == ["paper"] * 2
+
+
 def test_bench_quick_scores_against_ground_truth(tmp_path):
     from dragon_lab.bench import format_table, make_case, naive, run_bench, score
     from dragon_core.diffusers_backend import load_shapes_backend

@@ -226,12 +226,43 @@ def test_recompute_memory_gives_the_same_edit_for_a_few_mib(random_backend, memo
         lean.kv_input(STEPS + 3, memory.layers()[0], torch.device("cpu"), torch.float32)
 
 
-def test_guided_steps_follow_the_reference_schedule():
-    s = default_settings("move")
+@pytest.mark.parametrize("kind", ["move", "drag", "points", "appearance", "paste"])
+def test_guided_steps_follow_the_reference_schedule(kind):
+    """The paper's settings run the official demo's schedule at its 50 steps (Sampler.edit): guidance
+    on every step before 10 and even steps to 30, regional SDE on 10 < i < 20, 3 time-travel passes
+    on even 20 < i < 30; cross-branch attention from step 5 (appearance, paste: steps 0-35)."""
+    from dragon_core.settings import attention_steps
+
+    s = default_settings(kind)
     assert [i for i in range(50) if s.guided(i, 50)] == list(range(10)) + list(range(10, 30, 2))
-    assert [i for i in range(50) if default_settings("move", time_travel=3).repeats(i, 50) > 1] == [22, 24, 26, 28]
-    assert [i for i in range(50) if default_settings("move", flexibility=0.4).flexible(i, 50)] == list(range(11, 20))
-    assert not any(default_settings("move", energy_scale=0).guided(i, 50) for i in range(50))
+    assert {i: s.repeats(i, 50) for i in range(50) if s.repeats(i, 50) > 1} == {22: 3, 24: 3, 26: 3, 28: 3}
+    assert [i for i in range(50) if s.flexible(i, 50)] == list(range(11, 20))
+    assert s.flexibility == (0.2 if kind == "points" else 0.4)
+    assert s.copy_start == (kind != "points")  # the landmark mode copies no latent patches
+    assert attention_steps(s, 50) == (list(range(36)) if kind in ("appearance", "paste") else list(range(5, 50)))
+    assert not any(default_settings(kind, energy_scale=0).guided(i, 50) for i in range(50))
+    assert not any(default_settings(kind, energy_scale=0).repeats(i, 50) > 1 for i in range(50))
+
+
+def test_the_paper_preset_ignores_the_model_overrides():
+    """preset "paper": PAPER_DEFAULTS whatever the model's calibrated overrides; "model" (the
+    default): the overrides on top; explicit values on top of either."""
+    from dataclasses import replace
+
+    from dragon_core.settings import PAPER_DEFAULTS, EditSettings
+    from dragon_demo.shapes_model import EDIT_DEFAULTS
+
+    for kind in PAPER_DEFAULTS:
+        paper = EditSettings(**PAPER_DEFAULTS[kind])
+        assert default_settings(kind, EDIT_DEFAULTS, preset="paper") == paper == default_settings(kind, preset="paper")
+        model = default_settings(kind, EDIT_DEFAULTS)
+        assert model == default_settings(kind, EDIT_DEFAULTS, preset="model") != paper
+        assert model == replace(paper, **EDIT_DEFAULTS[kind])
+        assert default_settings(kind, preset="model") == paper  # a model without overrides: the paper's
+        for preset in ("model", "paper"):
+            assert default_settings(kind, EDIT_DEFAULTS, preset=preset, cfg=7.5, energy_scale=None).cfg == 7.5
+    with pytest.raises(ValueError, match=r"preset must be one of \('model', 'paper'\), got 'official'"):
+        default_settings("move", EDIT_DEFAULTS, preset="official")
 
 
 def test_move_edit_moves_the_object_on_the_shapes_model(shapes):
@@ -371,8 +402,9 @@ def test_settings_warn_only_far_above_the_default_energy():
     assert setting_warnings(with_overrides(base, energy_scale=base.energy_scale * ENERGY_WARN_FACTOR), base, 50) == []
     (line,) = setting_warnings(with_overrides(base, energy_scale=base.energy_scale * 10), base, 50)
     assert line.startswith("energy_scale 400 is 10x this edit's default (40)")
-    assert describe(base, 50) == ("cfg 4, energy_scale 40, guidance_end 0.6, flexibility 0, "
-                                  "cross_attention on (steps 5-49)")
+    assert describe(base, 50, "paper") == ("preset paper: cfg 4, energy_scale 40, guidance_end 0.6, flexibility 0.4, "
+                                           "time_travel 3, cross_attention on (steps 5-49)")
+    assert describe(base, 50, "model").startswith("preset model: cfg 4, ")
 
 
 def test_attention_that_never_runs_is_reported_not_claimed():
@@ -382,12 +414,12 @@ def test_attention_that_never_runs_is_reported_not_claimed():
 
     base = default_settings("move")
     assert attention_steps(base, 4) == [] and attention_steps(base, 7) == [5, 6]
-    assert describe(base, 4).endswith("cross_attention on but never active")
+    assert describe(base, 4, "model").endswith("cross_attention on but never active")
     (line,) = setting_warnings(base, base, 4)
     assert line.startswith("steps 4: cross-branch attention starts at step 5, so it never reads the memory")
     assert setting_warnings(base, base, 7) == []
     assert setting_warnings(with_overrides(base, attention=False), base, 4) == []  # off on purpose: nothing to say
-    assert describe(with_overrides(base, attention=False), 4).endswith("cross_attention off")
+    assert describe(with_overrides(base, attention=False), 4, "model").endswith("cross_attention off")
     # the memory policy keeps K/V for exactly the steps the attention reads
     assert attention_steps(default_settings("paste"), 50) == list(range(36))
 

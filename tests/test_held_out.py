@@ -62,3 +62,5 @@ def test_merging_replaces_only_the_kinds_rerun():
     assert merged["summary"]["drag|plain|input"]["dragon"]["psnr"]["mean"] == 25.0
     with pytest.raises(ValueError, match="different steps: 20 vs 10"):
         merge_held_out(old, {**new, "steps": 10})
+    with pytest.raises(ValueError, match="different presets: model vs paper"):
+        merge_held_out(old, {**new, "preset": "paper"})

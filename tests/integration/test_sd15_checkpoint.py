@@ -19,7 +19,8 @@ memory, not quality.
   is converted to the API prompt the frontend sends (widget order from the server's
   /object_info) and run. Checked: every node executed, no error, a 512x512 image saved, every
   memory node's memory size logged (SD1.5's numbers at 512x512; the Generate with Memory node's
-  with both CFG branches' K/V), 2 guided passes, and when cross-branch attention read the memory
+  with both CFG branches' K/V), 4 guided passes (step 2 three times: time travel), and when
+  cross-branch attention read the memory
   (appearance and paste: every step; move, resize and drag start at step 5, so in 4 steps it
   never does, and the node warns). The wall time,
   per-node times and the server's peak RSS (VmHWM, reset before each workflow) are printed.
@@ -44,6 +45,7 @@ peak RSS about 3.2 GB building, 6.8 GB checking the file, 7.7 GB in the server. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -52,6 +54,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -69,7 +72,8 @@ CKPT_NAME = "dragondiff_random_sd15.safetensors"  # the name the models folder o
 SIZE = 512
 STEPS = 4  # the Move's cross-branch attention starts at step 5: with 4 steps it is never active
 GUIDANCE_END = 0.75  # of 4 steps: step 0 (first 20%) and step 2 (then every other step, s < round(0.75 * 4))
-GUIDED = 2
+# guided passes: step 0, and step 2 three times (the paper's time travel: even steps 1.6 < s < 2.4 of 4)
+GUIDED = 4
 DX, DY = 96, -32
 PHOTO, PHOTO2 = "dragon_sd15_photo.png", "dragon_sd15_other.png"
 BUILD_TIMEOUT = 1800.0
@@ -92,19 +96,27 @@ def _threads() -> str:
 @pytest.fixture(scope="session")
 def sd15_checkpoint_info(comfyui_path) -> SimpleNamespace:
     """The random SD1.5 checkpoint (built by a subprocess with ComfyUI's Python if it is not cached)
-    and what ComfyUI detected when loading it. Attributes: ``path``, ``built`` (the build report, None
-    when cached), ``verify`` (the load report), ``seconds`` (the subprocess's wall time)."""
-    cmd = [sys.executable, str(BUILDER), "--comfyui", str(comfyui_path), "--seed", str(SEED), "--verify"]
+    and what ComfyUI detected when loading it (see build_checkpoint)."""
+    return build_checkpoint(BUILDER, comfyui_path, "SD1.5")
+
+
+def build_checkpoint(builder: Path, comfyui_path: Path, model: str, timeout: float = BUILD_TIMEOUT) -> SimpleNamespace:
+    """Run a checkpoint builder script (``sd15_checkpoint.py``'s command line) with --verify in a
+    subprocess with ComfyUI's Python: the random ``model`` ("SD1.5") checkpoint, built if it is not
+    cached, and what ComfyUI detected loading it. Attributes: ``path``, ``built`` (the build report,
+    None when cached), ``verify`` (the load report), ``seconds`` (the subprocess's wall time)."""
+    label = model.lower().replace(".", "")  # sd15, sdxl: the prefix of the printed lines
+    cmd = [sys.executable, str(builder), "--comfyui", str(comfyui_path), "--seed", str(SEED), "--verify"]
     env = {**os.environ, "OMP_NUM_THREADS": _threads(), "MKL_NUM_THREADS": _threads(), "PYTHONUNBUFFERED": "1"}
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"building/checking the random SD1.5 checkpoint took over {BUILD_TIMEOUT:.0f} s: {' '.join(cmd)}\n"
+        pytest.fail(f"building/checking the random {model} checkpoint took over {timeout:.0f} s: {' '.join(cmd)}\n"
                     f"{(e.stdout or '')[-3000:]}\n{(e.stderr or '')[-3000:]}", pytrace=False)
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
-        pytest.fail(f"building/checking the random SD1.5 checkpoint failed (status {proc.returncode}): "
+        pytest.fail(f"building/checking the random {model} checkpoint failed (status {proc.returncode}): "
                     f"{' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-5000:]}\n--- stderr ---\n{proc.stderr[-8000:]}",
                     pytrace=False)
     lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in proc.stdout.splitlines()
@@ -113,18 +125,23 @@ def sd15_checkpoint_info(comfyui_path) -> SimpleNamespace:
     info = SimpleNamespace(path=Path(lines["PATH"]), built=built, verify=json.loads(lines["VERIFY"]), seconds=seconds)
     what = (f"built in {built['total_s']:.0f} s (weights initialised in {built['init_s']:.0f} s)" if built
             else "cached")
-    print(f"\n[sd15 checkpoint] {info.path} ({info.path.stat().st_size / 2**30:.2f} GiB): {what}; loaded back by "
+    print(f"\n[{label} checkpoint] {info.path} ({info.path.stat().st_size / 2**30:.2f} GiB): {what}; loaded back by "
           f"ComfyUI in {info.verify['load_s']:.0f} s; subprocess {seconds:.0f} s")
     return info
 
 
 @pytest.fixture(scope="session")
 def sd15_models_dir(sd15_checkpoint_info, tmp_path_factory) -> Path:
-    """A ComfyUI models folder whose ``checkpoints/`` offers the random checkpoint (a symlink to the
-    cached file) as CKPT_NAME."""
-    base = tmp_path_factory.mktemp("sd15_models")
+    """A ComfyUI models folder whose ``checkpoints/`` offers the random checkpoint as CKPT_NAME."""
+    return models_folder(tmp_path_factory, "sd15_models", sd15_checkpoint_info.path, CKPT_NAME)
+
+
+def models_folder(tmp_path_factory, folder: str, checkpoint: Path, ckpt_name: str) -> Path:
+    """A new ComfyUI models folder whose ``checkpoints/`` offers ``checkpoint`` (a symlink to the
+    cached file) as ``ckpt_name``."""
+    base = tmp_path_factory.mktemp(folder)
     (base / "checkpoints").mkdir()
-    (base / "checkpoints" / CKPT_NAME).symlink_to(sd15_checkpoint_info.path)
+    (base / "checkpoints" / ckpt_name).symlink_to(checkpoint)
     return base
 
 
@@ -172,12 +189,20 @@ def _reset_peak(pid: int) -> None:
 
 @pytest.fixture(scope="module")
 def sd15_server(tmp_path_factory, comfyui_path, sd15_models_dir):
-    """The HTTP suite's server (``test_http_server.run_server``) with the random checkpoint in a
-    models folder added through --extra-model-paths-config."""
+    """The server with the random SD1.5 checkpoint (see checkpoint_server)."""
+    with checkpoint_server(tmp_path_factory, comfyui_path, sd15_models_dir, "comfy_sd15") as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def checkpoint_server(tmp_path_factory, comfyui_path: Path, models_dir: Path, folder: str) -> Iterator[hs.ComfyServer]:
+    """The HTTP suite's server (``test_http_server.run_server``, in a new folder ``folder``) with the
+    checkpoints of ``models_dir`` added through --extra-model-paths-config, SERVER_ATTENTION and
+    $OMP_NUM_THREADS threads."""
     pytest.importorskip("aiohttp", reason="the server is driven over the websocket with aiohttp")
     pytest.importorskip("PIL", reason="the test photo is drawn and the result read with Pillow")
-    with hs.run_server(comfyui_path, tmp_path_factory.mktemp("comfy_sd15"),
-                       models={"checkpoints": sd15_models_dir / "checkpoints"}, extra_args=tuple(SERVER_ATTENTION),
+    with hs.run_server(comfyui_path, tmp_path_factory.mktemp(folder),
+                       models={"checkpoints": models_dir / "checkpoints"}, extra_args=tuple(SERVER_ATTENTION),
                        threads=_threads(), stop_timeout=30.0) as srv:
         yield srv
 
@@ -225,8 +250,8 @@ def _write_inputs(server) -> None:
         Image.fromarray(_photo(name)).save(server.dirs["input"] / name)
 
 
-def _box(name: str) -> str:
-    return "box " + ",".join(map(str, _ball_box(name)))
+def _box(name: str, size: int = SIZE) -> str:
+    return "box " + ",".join(map(str, _ball_box(name, size)))
 
 
 # What each workflow's Note tells a user to do, as the widget values the editor writes. The photo's ball
@@ -261,16 +286,18 @@ def _set_widgets(node: dict, spec: dict, **values) -> None:
         node["widgets_values"][slots[name]] = value
 
 
-def workflow_as_user(server, name: str, prefix: str) -> dict:
+def workflow_as_user(server, name: str, prefix: str, user_actions: dict | None = None,
+                     ckpt_name: str = CKPT_NAME) -> dict:
     """The shipped UI workflow with what its Note asks for done (checkpoint, photos, the selection,
-    arrow or points; a few steps), converted to the API prompt the frontend sends."""
+    arrow or points; a few steps), converted to the API prompt the frontend sends. ``user_actions``
+    (node type -> widget values) replaces the workflow's USER_ACTIONS entry."""
     ui = json.loads((ROOT / "workflows" / name).read_text())
     specs = {t: spec_from_object_info(server.object_info[t]) for t in {n["type"] for n in ui["nodes"]}
              if t in server.object_info}
     photos = iter([PHOTO, PHOTO2])
-    actions = {"CheckpointLoaderSimple": dict(ckpt_name=CKPT_NAME), "DragonDiff_Inversion": dict(steps=STEPS),
-               "DragonDiff_GuidedSampler": dict(guidance_end=GUIDANCE_END),
-               "SaveImage": dict(filename_prefix=prefix), **USER_ACTIONS[name]}
+    actions = {"CheckpointLoaderSimple": dict(ckpt_name=ckpt_name), "DragonDiff_Inversion": dict(steps=STEPS),
+               "DragonDiff_GuidedSampler": dict(guidance_end=GUIDANCE_END), "SaveImage": dict(filename_prefix=prefix),
+               **(USER_ACTIONS[name] if user_actions is None else user_actions)}
     for node in sorted(ui["nodes"], key=lambda n: n["id"]):
         if node["type"] == "LoadImage":  # the first is the photo being edited, a second one the other photo
             _set_widgets(node, specs["LoadImage"], image=next(photos))
@@ -333,6 +360,19 @@ def test_sd15_workflow_over_http(sd15_server, name):
     assert CKPT_NAME in server.object_info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0], \
         "the models folder's checkpoint is not offered by CheckpointLoaderSimple"
     _write_inputs(server)
+    run, log = run_measured(server, prompt, f"sd15 {tag}")
+    info, img = hs.saved_image(server, run)
+    assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8, img.shape
+    assert img.std() > 1, "the saved image is blank"
+
+    check_log(log, prompt, tag, server)
+
+
+def run_measured(server, prompt: dict, label: str, timeout: float = RUN_TIMEOUT) -> tuple[hs.Run, str]:
+    """Run a prompt from a cold start (models unloaded, caches freed) and check it ran: success, no
+    error, every node executed. Prints (each line starting ``[label]``) the wall time, the server's
+    peak RSS (VmHWM, reset before the prompt), the time of each node with the peak so far when it
+    ended, and what the pack logged. Returns the run and the server log written during it."""
     hs.free_everything(server)  # each workflow from a cold start: its own peak, nothing cached
     pid = server.proc.pid
     _reset_peak(pid)
@@ -345,19 +385,19 @@ def test_sd15_workflow_over_http(sd15_server, name):
             samples.append((m["data"]["node"], _vm(pid, "VmHWM")))
 
     t0 = time.monotonic()
-    run = hs.execute(server, prompt, sample_memory, timeout=RUN_TIMEOUT)
+    run = hs.execute(server, prompt, sample_memory, timeout=timeout)
     wall = time.monotonic() - t0
     peak, rss_after = _vm(pid, "VmHWM"), _vm(pid, "VmRSS")
     log = server.log()[log_before:]
     times = _node_times(run, prompt)
-    print(f"\n[sd15 {tag}] wall {wall:.1f} s for the prompt; server peak RSS (VmHWM) {peak / 2**30:.2f} GiB "
+    print(f"\n[{label}] wall {wall:.1f} s for the prompt; server peak RSS (VmHWM) {peak / 2**30:.2f} GiB "
           f"(before it {rss_before / 2**30:.2f} GiB, RSS now {rss_after / 2**30:.2f} GiB); "
           f"OMP_NUM_THREADS={_threads()}")
-    print(f"[sd15 {tag}] per node (seconds, peak RSS so far when the next node started): " + ", ".join(
+    print(f"[{label}] per node (seconds, peak RSS so far when the next node started): " + ", ".join(
         f"{prompt[n]['class_type']} {s:.1f} s {_peak_after(samples, n, peak) / 2**30:.2f} GiB" for n, s in times))
     for line in log.splitlines():
         if "DragonDiffusion" in line:
-            print(f"[sd15 {tag}] server: " + line.strip()[:600])
+            print(f"[{label}] server: " + line.strip()[:600])
 
     if run.status["status_str"] != "success" or not run.status["completed"]:
         server.fail(_failure(server, run))
@@ -365,12 +405,7 @@ def test_sd15_workflow_over_http(sd15_server, name):
     assert not run.events("execution_error")
     executed = {m["data"]["node"] for _, m in run.messages if m["type"] == "executing" and m["data"]["node"]}
     assert executed == set(prompt), f"not executed: {sorted(set(prompt) - executed)}"
-
-    info, img = hs.saved_image(server, run)
-    assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8, img.shape
-    assert img.std() > 1, "the saved image is blank"
-
-    check_log(log, prompt, tag, server)
+    return run, log
 
 
 def check_log(log: str, prompt: dict, tag: str, server) -> None:
@@ -394,8 +429,13 @@ def check_log(log: str, prompt: dict, tag: str, server) -> None:
         assert abs(total - (kv + feats + traj)) < 0.05, m[0]
         print(f"[sd15 {tag}] {m[1]} memory: {total:.1f} MiB for {steps} steps (K/V {kv:.1f}, features "
               f"{feats:.1f}, trajectory {traj:.2f})")
-    # the sampler ran the edit with 2 guided passes, and said when cross-branch attention read the memory:
-    # move, resize and drag start it at step 5 (never in 4 steps: warned), appearance and paste at step 0
+    check_sampler_log(log, tag, server)
+
+
+def check_sampler_log(log: str, tag: str, server) -> None:
+    """The sampler ran the edit (STEPS steps) with GUIDED guided passes, and said when cross-branch
+    attention read the memory: move, resize and drag start it at step 5 (never in 4 steps: warned),
+    appearance and paste at step 0. ``tag`` is the workflow's edit (move, capture_move, ...)."""
     g = re.search(r"DragonDiffusion Guided Sampler: (\w+) edit, (\d+) steps \((\d+) guided passes\), (.*?); ", log)
     assert g and (int(g[2]), int(g[3])) == (STEPS, GUIDED), (g and g[0]) or server.log_tail()
     late_attention = tag.split("_")[-1] in ("move", "resize", "drag")

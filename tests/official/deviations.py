@@ -1,6 +1,6 @@
 """Measurement flags on the project's side of the differential test: each makes one step of
 ``dragon_core`` compute what the official code computes, from the outside (public API only:
-a memory whose features are replaced, hooks wrapped around the plan's attention, a setting),
+a memory whose features are replaced, hooks wrapped around the plan's attention),
 so the agreement with and without the flag measures that deviation's effect.
 
 * :func:`official_reference_features` (memory_hook): reference features recomputed the official
@@ -12,9 +12,6 @@ so the agreement with and without the flag measures that deviation's effect.
   cross-branch attention (the official code runs a separate plain UNet, its "estimator"), the
   eps from a no-grad pass with it; the project's default takes both from one pass with it.
 * :data:`OFFICIAL_FLAGS`: per official mode, the harness's flags on the official side.
-* :data:`ALIGNED_SETTINGS`: per official mode, settings the official mode implies that
-  ``PAPER_DEFAULTS`` do not: its landmark (point-set) mode copies no latent patches from the
-  handles to the targets (``copy_start`` False), where our Points do, as our drag does.
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ def official_reference_features(backend):
     return hook
 
 
-ALIGNED_SETTINGS = {"landmark": {"copy_start": False}}
 # official-side flags (official_harness.py) that align a mode: masked attention's token masks by
 # area coverage; the drag's start-latent copy kept out of the inversion's last latent
 OFFICIAL_FLAGS = {"appearance": {"token_masks": "area"}, "paste": {"token_masks": "area"},

@@ -4,7 +4,7 @@ harness, project-side flags in deviations.py; dragon_core itself is never change
 
     OFFICIAL_DRAGON_PATH=/work/official-dragon OMP_NUM_THREADS=1 \\
       .venv/bin/python tests/official/measure.py --python /work/official-venv/bin/python \\
-      --kinds move,appearance --n 5 [--variants default,token_area,ref_feats,cur_feats,copy,all]
+      --kinds move,appearance --n 5 [--variants default,token_area,ref_feats,cur_feats,all]
       [--steps 50] [--out m.json]
 
 Prints one line per case and variant, then min / median / mean per kind and variant.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 import official_cases as oc  # noqa: E402
 from conftest import OfficialRunner  # noqa: E402
-from deviations import ALIGNED_SETTINGS, official_reference_features, plain_current_features  # noqa: E402
+from deviations import official_reference_features, plain_current_features  # noqa: E402
 
 CASES = {
     "move_off": lambda n: oc.move_cases(n, guidance=False),
@@ -52,9 +52,8 @@ VARIANTS = {
     "token_area": ({"token_masks": "area"}, {}),
     "ref_feats": ({}, {"ref": True}),
     "cur_feats": ({}, {"cur": True}),
-    "copy": ({}, {"settings": True}),
-    "all": ({"token_masks": "area"}, {"ref": True, "cur": True, "settings": True}),
-    "all_clone": ({"token_masks": "area", "drag_copy": "clone"}, {"ref": True, "cur": True, "settings": True}),
+    "all": ({"token_masks": "area"}, {"ref": True, "cur": True}),
+    "all_clone": ({"token_masks": "area", "drag_copy": "clone"}, {"ref": True, "cur": True}),
 }
 
 
@@ -94,9 +93,7 @@ def main() -> None:
                 t0 = time.time()
                 z = oc.run_ours(c, backend, enc, encode=encode,
                                 memory_hook=official_reference_features(backend) if ours_flags.get("ref") else None,
-                                plan_hook=plain_current_features if ours_flags.get("cur") else None,
-                                settings=oc.our_settings(c, **(ALIGNED_SETTINGS.get(c.kind, {})
-                                                               if ours_flags.get("settings") else {})))
+                                plan_hook=plain_current_features if ours_flags.get("cur") else None)
                 v = oc.agreement(z, theirs[c.name][0])
                 row = {"kind": kind, "variant": variant, "case": c.name, "psnr_db": round(v, 2),
                        "official": theirs[c.name][1], "ours_s": round(time.time() - t0, 1),

@@ -4,8 +4,9 @@ project's settings, and the project's side of each case.
 A case is one edit as the official demo (``src/demo/model.py``'s ``run_*``) takes it: a
 uint8 image, masks, points, prompts, the demo's sliders. :func:`job_case` writes it for
 the official harness (``official_harness.py``, run in the official venv), :func:`run_ours`
-runs the same edit through ``dragon_core`` starting from ``PAPER_DEFAULTS`` with every
-official parameter mapped explicitly (:func:`our_settings`; the table is in
+runs the same edit through ``dragon_core`` with the paper preset (``PAPER_DEFAULTS``: the
+demo's sliders, mapped by :func:`mapped`, and its step windows) and the case's own sliders
+where they differ from the demo's (:func:`our_settings`; the table is in
 docs/official-agreement.md).
 """
 
@@ -57,32 +58,40 @@ class Case:
     flags: dict[str, Any] = field(default_factory=dict)  # official-side measurement flags
 
 
-def our_settings(case: Case, **extra: Any):
-    """PAPER_DEFAULTS for the kind, then each official parameter mapped explicitly.
+def mapped(kind: str, sliders: dict[str, Any]) -> dict[str, Any]:
+    """Our settings for the official demo's ``sliders`` of mode ``kind`` (DEMO's names)."""
+    out: dict[str, Any] = {}
+    for name, value in sliders.items():
+        if name == "energy":  # energy_scale x 1e3 x 8e-2 / 4e-2
+            out["energy_scale"] = value * 1e3 * GRAD_FACTOR[kind]
+        elif name == "sde":  # SDE_strength (regional SDE, 10 < i < 20)
+            out["flexibility"] = value
+        elif name == "w_inpaint":
+            if kind == "move":
+                out["w_inpaint"] = value
+            elif kind == "drag":  # the official drag's "w_inpaint" weighs the handle-patch contrast
+                out["w_contrast"] = value
+            # landmark: unused by its energy
+        else:  # cfg (guidance_scale), w_edit, w_content, w_contrast
+            out[name] = value
+    return out
+
+
+def our_settings(case: Case):
+    """The paper preset for the kind (the official demo's sliders and step windows at its 50
+    steps: test_official_agreement checks it against DEMO), with the case's sliders where they
+    differ from the demo's (guidance turned off) and the case's seed.
 
     The official step windows are step numbers (guided i < 30, every step before 10 and even
     ones after; SDE 10 < i < 20; time travel on even 20 < i < 30); ours are fractions of the
-    steps, so they are set to those numbers over ``case.steps`` (at 50 steps: PAPER_DEFAULTS'
-    0.6, 0.2, (0.2, 0.4), (0.4, 0.6); half-step margins keep the strict bounds off float ties)."""
+    steps, so they are set to those numbers over ``case.steps`` (at 50 steps the preset's 0.6,
+    0.2, (0.2, 0.4), (0.4, 0.6); half-step margins keep the strict bounds off float ties)."""
     p, kind, n = case.params, case.kind, case.steps
+    changed = {k: v for k, v in p.items() if k in DEMO[kind] and v != DEMO[kind][k]}
     kw: dict[str, Any] = dict(
         guide_until=30 / n, guide_every_until=10 / n, flexibility_window=(10.5 / n, 19.5 / n),
-        time_travel_window=(20.5 / n, 29.5 / n),
-        cfg=p["cfg"],  # guidance_scale
-        energy_scale=p["energy"] * 1e3 * GRAD_FACTOR[kind],  # energy_scale x 1e3 x 8e-2 / 4e-2
-        flexibility=p["sde"],  # SDE_strength (regional SDE, 10 < i < 20)
-        time_travel=3 if p["energy"] else 1,  # 3 passes on even 20 < i < 30 (none without guidance)
-        seed=case.seed,
-        w_edit=p["w_edit"],
-    )
-    if kind in ("move", "appearance", "drag", "paste"):
-        kw["w_content"] = p["w_content"]
-    if kind == "move":
-        kw.update(w_contrast=p["w_contrast"], w_inpaint=p["w_inpaint"])
-    if kind == "drag":
-        kw["w_contrast"] = p["w_inpaint"]  # the official drag's "w_inpaint" weighs the handle-patch contrast
-    kw.update(extra)
-    return default_settings(OUR_KIND[kind], **kw)
+        time_travel_window=(20.5 / n, 29.5 / n), seed=case.seed, **mapped(kind, changed))
+    return default_settings(OUR_KIND[kind], preset="paper", **kw)
 
 
 def image_tensor(img: np.ndarray) -> torch.Tensor:
@@ -98,7 +107,7 @@ def _pts(points) -> torch.Tensor:
     return torch.tensor(points, dtype=torch.float32)
 
 
-def run_ours(case: Case, backend, encoder, encode=None, settings=None, memory_hook=None, plan_hook=None) -> torch.Tensor:
+def run_ours(case: Case, backend, encoder, encode=None, memory_hook=None, plan_hook=None) -> torch.Tensor:
     """The project's result latent (C, H, W) for ``case``: invert with a float32 memory of every
     decoder layer (the official memory keeps fp32 K/V of every decoder self-attention), then
     ``edit_image`` with :func:`our_settings`. ``encode``: image tensor -> latent (default:
@@ -108,7 +117,7 @@ def run_ours(case: Case, backend, encoder, encode=None, settings=None, memory_ho
     from dragon_core.sampler import run_edit
 
     encode = encode or (lambda x: x)
-    settings = settings or our_settings(case)
+    settings = our_settings(case)
     policy = default_policy(backend, max_per_block=None, dtype=torch.float32)
     cond, uncond = encoder.encode(case.prompt), encoder.encode("")
     with torch.no_grad():
@@ -363,5 +372,5 @@ def prompt_table(cases: list[Case], encoder) -> tuple[list[str], np.ndarray]:
     return prompts, emb
 
 
-__all__ = ["Case", "DEMO", "STEPS", "agreement", "appearance_cases", "drag_cases", "job_case", "move_cases",
+__all__ = ["Case", "DEMO", "STEPS", "agreement", "appearance_cases", "drag_cases", "job_case", "mapped", "move_cases",
            "our_settings", "paste_cases", "prompt_table", "run_ours"]
