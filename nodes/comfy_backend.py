@@ -132,15 +132,18 @@ def _grad_aliases(model: torch.nn.Module):
             table[name] = t
 
 
-def _branch(state: _CallState, options: dict, rows: int) -> Branch:
-    """The call's branch; in a CFG batch each row's: ComfyUI's ``cond_or_uncond`` lists, per
-    chunk of the batch, the index of its conditioning in the list given to ``calc_cond_batch``
-    (ours: [cond, uncond], the order of BRANCHES). It may run the two as separate passes."""
-    if state.branch is not None:
-        return state.branch
-    chunks = options["cond_or_uncond"]
+def row_branches(options: dict, rows: int) -> Branch:
+    """Each batch row's branch in a ComfyUI pass: ``cond_or_uncond`` lists, per chunk of the batch,
+    the index of its conditioning in the list given to ``calc_cond_batch`` ([positive, negative] in
+    ComfyUI's samplers, [cond, uncond] in ours: the order of BRANCHES). One branch: a str."""
+    chunks = options.get("cond_or_uncond") or [0]
     per_row = tuple(BRANCHES[i] for i in chunks for _ in range(rows // len(chunks)))
     return per_row[0] if len(set(per_row)) == 1 else per_row
+
+
+def _branch(state: _CallState, options: dict, rows: int) -> Branch:
+    """The call's branch, or each row's in a CFG batch (ComfyUI may also run the two separately)."""
+    return state.branch if state.branch is not None else row_branches(options, rows)
 
 
 def _attn1_patch(n, context_attn1, value_attn1, extra_options):

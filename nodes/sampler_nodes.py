@@ -26,10 +26,11 @@ from dragon_core.sampler import run_edit
 from dragon_core.settings import PRESETS, default_settings, describe, setting_warnings, with_overrides
 from dragon_core.memory import FeatureMemory
 
-from .comfy_backend import ComfyBackend
+from .comfy_backend import ComfyBackend, row_branches
 from .comfy_types import DragonEdit, DragonMemory
 from .convert import InputError, OutOfMemory, check_frame, is_out_of_memory, named_errors
 from .model_info import check_prompt, check_sd_unet, edit_defaults, model_identity, pixels_per_latent
+from .peak_memory import PeakMemory
 from .progress import progress_callback
 
 AUTO = -1.0
@@ -133,14 +134,17 @@ class GuidedSampler(io.ComfyNode):
             plan = plan_edit(edit, memory, settings)
             try:
                 with ComfyBackend(model) as backend:
+                    peak = PeakMemory(backend.device)
                     result = run_edit(backend, memory, plan, positive, negative, settings, step)
             except Exception as e:
                 if not is_out_of_memory(e) or isinstance(e, OutOfMemory):
                     raise
                 raise OutOfMemory(_oom_message(memory, settings, done[0] + 1, e)) from e
             samples = model.model.process_latent_out(result.latent.detach().to("cpu", torch.float32))
-        logging.info("%s: %s edit, %s steps (%s guided passes), %s; %.1f s", SAMPLER, kind, memory.steps,
-                     result.stats["guided_steps"], describe(settings, memory.steps, preset), time.perf_counter() - t0)
+        note = peak.describe()
+        logging.info("%s: %s edit, %s steps (%s guided passes), %s; %.1f s%s", SAMPLER, kind, memory.steps,
+                     result.stats["guided_steps"], describe(settings, memory.steps, preset), time.perf_counter() - t0,
+                     f"; {note}" if note else "")
         return io.NodeOutput({"samples": samples})
 
 
@@ -192,7 +196,8 @@ def check_edit_for(edit: Any, memory: FeatureMemory, model: Any) -> None:
 
 class _MemoryAttentionPatch:
     """An attn1 patch for ComfyUI's samplers: decoder self-attention reads the memory's
-    K/V inputs of the step nearest to the current noise level.
+    K/V inputs of the step nearest to the current noise level, each batch row its own
+    branch's (``cond_or_uncond``: a captured memory's negative-prompt K/V for those rows).
 
     Shared by reference between ModelPatcher clones (``__deepcopy__`` returns self),
     so the memory is never copied."""
@@ -221,7 +226,7 @@ class _MemoryAttentionPatch:
             raise ValueError(f"{ATTENTION_PATCH}: the memory was inverted from a {w}x{h} latent, the sampler's latent "
                              f"has another size ({n.shape[1]} tokens in output block {key.block} where the memory has "
                              f"{ref.shape[1]}): sample a latent of the inverted image's size")
-        r = self.attention.self_attention(AttnCall(key, step, "cond"), n)
+        r = self.attention.self_attention(AttnCall(key, step, row_branches(extra_options, n.shape[0])), n)
         if r is None:
             return n, context_attn1, value_attn1
         return n, r[0].to(n.dtype), r[1].to(n.dtype)

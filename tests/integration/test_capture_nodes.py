@@ -131,3 +131,27 @@ def test_bad_sizes_are_refused_naming_the_input(comfy, pack, size, match):
         model = _tiny(comfy, "sd15")
     with pytest.raises(pack["convert"].InputError, match=f"Generate with Memory: width/height: .*{match}"):
         _generate(pack, model, _cond("sd15"), _cond("sd15", seed=9), size)
+
+
+def test_cross_branch_attention_node_gives_each_cfg_row_its_branchs_kv(comfy, pack, shapes_run, monkeypatch):
+    """KSampler regenerating with the Cross-Branch Attention node on a captured memory (replace
+    mode, from step 0, fp16 storage): the negative prompt's rows of ComfyUI's CFG batch read the
+    captured negative-prompt K/V, so the generation comes back; reading the positive prompt's
+    K/V in every row (what the patch did before) does not."""
+    import nodes as comfy_nodes
+
+    model, pos, neg, _, _, _ = shapes_run
+    latent, memory = _generate(pack, model, pos, neg, 32, storage="fp16")
+    sn = pack["sampler_nodes"]
+
+    def regenerate():
+        with torch.inference_mode():
+            patched = sn.CrossBranchAttentionPatch.execute(model, memory, "replace", 0, -1).args[0]
+            return comfy_nodes.common_ksampler(patched, 5, STEPS, CFG, "ddim", "ddim_uniform", pos, neg,
+                                               {"samples": torch.zeros(1, 3, 32, 32)})[0]["samples"]
+
+    per_row = _psnr(regenerate(), latent["samples"])
+    monkeypatch.setattr(sn, "row_branches", lambda options, rows: "cond")
+    cond_only = _psnr(regenerate(), latent["samples"])
+    print(f"per-row branch {per_row:.1f} dB, cond K/V in every row {cond_only:.1f} dB")
+    assert per_row >= 50 and per_row > cond_only + 10, (per_row, cond_only)
