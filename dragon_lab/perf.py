@@ -195,7 +195,7 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
 
 SAVINGS = {
     "efficient (default)": {},
-    "batch_cfg": {"batch_cfg": True},
+    "cond and uncond as two passes": {"batch_cfg": False},
 }
 
 
