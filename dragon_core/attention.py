@@ -4,7 +4,8 @@ In every decoder self-attention of the sample being edited, from ``start`` to
 ``end`` (step indices), the keys/values come from the memory of the same step:
 
 * ``"replace"`` (move, as in the reference method): only the original's K/V.
-* ``"concat"`` (drag, points): the sample's own K/V followed by the original's.
+* ``"concat"`` (drag, points): the sample's own K/V followed by the original's
+  (:class:`ExtraKV`: "own" includes another pack's change to them in ComfyUI).
 * ``"masked"`` (appearance, paste): the base image's K/V outside the edit region
   followed by a second memory's K/V inside its object region; the sample's own
   are not used.
@@ -21,7 +22,7 @@ import math
 
 import torch
 
-from .backend import AttnCall, UNetHooks
+from .backend import AttnCall, ExtraKV, KVAnswer, UNetHooks
 from .memory import FeatureMemory
 from .regions import MASK_THRESHOLD, to_grid
 
@@ -81,7 +82,7 @@ class CrossBranchAttention(UNetHooks):
             self._index_cache[key] = torch.nonzero(inside if second else ~inside).reshape(-1)
         return self._index_cache[key]
 
-    def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def self_attention(self, call: AttnCall, n: torch.Tensor) -> KVAnswer | None:
         if call.layer.kind != "output" or not self.active(call.step):
             return None
         ref = _branch_kv(self.memory, call, n)
@@ -90,8 +91,8 @@ class CrossBranchAttention(UNetHooks):
         b = n.shape[0]
         if self.mode == "replace":
             kv = ref.expand(b, -1, -1)
-        elif self.mode == "concat":
-            kv = torch.cat([n, ref.expand(b, -1, -1)], dim=1)
+        elif self.mode == "concat":  # after the layer's own keys/values
+            return ExtraKV(ref, ref)
         else:
             assert self.second is not None
             obj = _branch_kv(self.second, call, n)

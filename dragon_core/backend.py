@@ -7,9 +7,12 @@ calls the core's :class:`UNetHooks`:
 * ``self_attention(call, n)`` at every self-attention (attn1) of a transformer
   block, with ``n`` the block's normalised input (``norm1(x)``, shape (B, N, C)).
   The hook may return ``(k_in, v_in)``: the token sequences that the layer's
-  key and value projections read instead of ``n`` (e.g. ``n`` concatenated with
-  a remembered reference). SD attention has no k/v bias, so appending tokens
-  before the projection equals appending projected keys/values.
+  key and value projections read instead of its own, or :class:`ExtraKV`: tokens
+  read after its own (a remembered reference appended). The layer's own are
+  ``n``, or what another pack's patch made of them where the runtime has such
+  patches (ComfyUI's attn1 patches), so appending keeps that pack's change. SD
+  attention has no k/v bias, so appending tokens before the projection equals
+  appending projected keys/values.
 * ``decoder_feature(call, h)`` with ``h`` the output of decoder level
   ``call.level`` (diffusers ``up_blocks[level]``; ComfyUI: ``h`` entering the
   first output block of the next level). With ``grad=True`` ``h`` carries
@@ -78,10 +81,28 @@ class StopForward(Exception):
     """Raised by a feature hook to end a forward pass early (gradient-only passes)."""
 
 
+@dataclass(frozen=True)
+class ExtraKV:
+    """A self-attention hook's answer: token sequences the key and value projections read after
+    the layer's own (shape (B or 1, M, C))."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    def after(self, own_k: torch.Tensor, own_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's K/V inputs: its own, then these (batch-expanded, in the own inputs' dtype)."""
+        b = own_k.shape[0]
+        return (torch.cat([own_k, self.k.to(own_k.dtype).expand(b, -1, -1)], dim=1),
+                torch.cat([own_v, self.v.to(own_v.dtype).expand(b, -1, -1)], dim=1))
+
+
+KVAnswer = tuple[torch.Tensor, torch.Tensor] | ExtraKV  # what a self-attention hook may return
+
+
 class UNetHooks:
     """Hooks the backend calls during a forward pass. The base class does nothing."""
 
-    def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def self_attention(self, call: AttnCall, n: torch.Tensor) -> KVAnswer | None:
         return None
 
     def decoder_feature(self, call: FeatureCall, h: torch.Tensor) -> None:
@@ -95,7 +116,7 @@ class HookList(UNetHooks):
     def __init__(self, *hooks: UNetHooks | None) -> None:
         self.hooks = [h for h in hooks if h is not None]
 
-    def self_attention(self, call: AttnCall, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def self_attention(self, call: AttnCall, n: torch.Tensor) -> KVAnswer | None:
         for h in self.hooks:
             r = h.self_attention(call, n)
             if r is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .backend import AttnCall, Branch, FeatureCall, LayerKey, StopForward, UNetHooks
+from .backend import AttnCall, Branch, ExtraKV, FeatureCall, LayerKey, StopForward, UNetHooks
 
 
 class _Active:
@@ -51,7 +51,7 @@ class _HookedSelfAttention:
         if hooks is not None:
             r = hooks.self_attention(AttnCall(self.key, self.active.step, self.active.branch), n)
             if r is not None:
-                k_in, v_in = r
+                k_in, v_in = r.after(n, n) if isinstance(r, ExtraKV) else r
         b, heads = n.shape[0], attn.heads
         q = attn.to_q(n)
         k = attn.to_k(k_in.to(n.dtype))

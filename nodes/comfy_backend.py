@@ -91,7 +91,8 @@ from typing import Any
 
 import torch
 
-from dragon_core.backend import BRANCHES, AttnCall, Branch, FeatureCall, LayerKey, StopForward, UNetHooks
+from dragon_core.backend import (BRANCHES, AttnCall, Branch, ExtraKV, FeatureCall, KVAnswer, LayerKey, StopForward,
+                                 UNetHooks)
 
 from .model_info import check_conditioning, is_sd_unet, schedule_problem
 
@@ -153,10 +154,18 @@ def _attn1_patch(n, context_attn1, value_attn1, extra_options):
     kind, block = extra_options["block"]
     key = LayerKey(kind, int(block), int(extra_options.get("block_index", 0)))
     r = state.hooks.self_attention(AttnCall(key, state.step, _branch(state, extra_options, n.shape[0])), n)
+    return n, *kv_inputs(r, n, context_attn1, value_attn1)
+
+
+def kv_inputs(r: KVAnswer | None, n: torch.Tensor, context_attn1: torch.Tensor,
+              value_attn1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An attn1 patch's K/V inputs after a hook's answer ``r``: extra tokens go after the K/V
+    inputs the patch was given (an earlier pack's change kept), a replacement replaces them."""
     if r is None:
-        return n, context_attn1, value_attn1
-    k_in, v_in = r
-    return n, k_in.to(n.dtype), v_in.to(n.dtype)
+        return context_attn1, value_attn1
+    if isinstance(r, ExtraKV):
+        return r.after(context_attn1, value_attn1)
+    return r[0].to(n.dtype), r[1].to(n.dtype)
 
 
 def _output_block_patch(taps: dict[int, int]):

@@ -26,7 +26,7 @@ from dragon_core.sampler import run_edit
 from dragon_core.settings import PRESETS, default_settings, describe, setting_warnings, with_overrides
 from dragon_core.memory import FeatureMemory
 
-from .comfy_backend import ComfyBackend, row_branches
+from .comfy_backend import ComfyBackend, kv_inputs, row_branches
 from .comfy_types import DragonEdit, DragonMemory
 from .convert import InputError, OutOfMemory, check_frame, is_out_of_memory, named_errors
 from .model_info import check_prompt, check_sd_unet, edit_defaults, model_identity, pixels_per_latent
@@ -227,9 +227,7 @@ class _MemoryAttentionPatch:
                              f"has another size ({n.shape[1]} tokens in output block {key.block} where the memory has "
                              f"{ref.shape[1]}): sample a latent of the inverted image's size")
         r = self.attention.self_attention(AttnCall(key, step, row_branches(extra_options, n.shape[0])), n)
-        if r is None:
-            return n, context_attn1, value_attn1
-        return n, r[0].to(n.dtype), r[1].to(n.dtype)
+        return n, *kv_inputs(r, n, context_attn1, value_attn1)
 
 
 class CrossBranchAttentionPatch(io.ComfyNode):

@@ -15,8 +15,8 @@ Our nodes clone the MODEL and append their patches to the clone. Checked: both p
 patches run during our inversion and edit, in the order the docs state; ours see what
 the other pack's attn1 patch produced; the image prompt's term reaches our edit only on
 the steps its window names; the negative prompt's passes are labelled uncond; the MODELs
-keep their patches and gain none of ours. One composition fault is kept as a strict xfail
-(its reason says what and where).
+keep their patches and gain none of ours; keys/values another pack's attn1 patch added are
+kept ahead of the memory's.
 
 Run: ``COMFYUI_PATH=/path/to/ComfyUI OMP_NUM_THREADS=1 python -m pytest -q
 tests/integration/test_patch_composition.py``.
@@ -296,7 +296,7 @@ def test_official_window_is_start_at_0_2_end_at_0_4(pack, user_model):
 
 
 # ----------------------------------------------------------------------------------
-# known composition faults
+# composition with other packs: labels and keys/values
 # ----------------------------------------------------------------------------------
 def test_negative_prompt_passes_are_marked_uncond(run):
     """ComfyUI labels each chunk of a batch (``uuids``: its conditioning) in ``cond_or_uncond``:
@@ -309,10 +309,6 @@ def test_negative_prompt_passes_are_marked_uncond(run):
     assert sorted(tuple(v) for v in labels.values()) == [(0,), (1,)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "comfy_backend._attn1_patch returns the core hook's K/V, built from n alone, instead of "
-    "extending the context_attn1/value_attn1 it was given: keys/values an earlier attn1 patch "
-    "changed or added are dropped where memory attention is active (decoder, concat mode)"))
 def test_kv_added_by_an_earlier_attn1_patch_survive_memory_attention(pack, run, layers):
     log = EventLog()
     kind, block, index = next(k for k in layers if k[0] == "output")
