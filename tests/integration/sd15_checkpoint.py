@@ -52,6 +52,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 VERSION = "v2"  # bump when the build changes (config, init, layout): old cache entries are then ignored
 DEFAULT_SEED = 0
@@ -135,9 +136,9 @@ def fill_parameters(module, gen) -> dict[str, int]:
     return counts
 
 
-def _calibrate_latent_scale(ae, gen) -> float:
+def calibrate_latent_scale(ae, gen, scale_factor: float = SD15_SCALE_FACTOR) -> float:
     """Give the random VAE SD's latent scale: the latent means (quant_conv's first 4 outputs) of a
-    smooth seeded image get std 1 / 0.18215 (SD1.5's scale_factor), so latents after
+    smooth seeded image get std 1 / ``scale_factor`` (SD1.5's 0.18215 by default), so latents after
     ``process_latent_in`` are O(1) as with the real VAE; post_quant_conv is divided by the same
     gain, so the decoder sees what it saw before. Returns the gain."""
     import torch
@@ -146,7 +147,7 @@ def _calibrate_latent_scale(ae, gen) -> float:
         img = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=gen) * 2 - 1, size=(64, 64),
                                               mode="bilinear", align_corners=False)
         mean = ae.quant_conv(ae.encoder(img))[:, :SD_VAE_EMBED_DIM]
-        gain = float((1.0 / SD15_SCALE_FACTOR) / mean.std())
+        gain = float((1.0 / scale_factor) / mean.std())
         ae.quant_conv.weight[:SD_VAE_EMBED_DIM] *= gain
         ae.quant_conv.bias[:SD_VAE_EMBED_DIM] *= gain
         ae.post_quant_conv.weight /= gain
@@ -154,46 +155,56 @@ def _calibrate_latent_scale(ae, gen) -> float:
 
 
 def build(path: str | os.PathLike, seed: int = DEFAULT_SEED) -> dict:
-    """Build the checkpoint into ``path`` (ComfyUI must be imported, see import_comfy).
+    """Build the SD1.5 checkpoint into ``path`` (ComfyUI must be imported, see import_comfy).
     Returns a small report (parameter counts, seconds)."""
+    import torch
+    import comfy.supported_models
+
+    return build_random_checkpoint(path, seed, lambda: comfy.supported_models.SD15(dict(SD15_UNET_CONFIG)),
+                                   "random-weight SD1.5 (nothing trained)", VERSION, SD15_SCALE_FACTOR,
+                                   extra_keys={POSITION_IDS_KEY: torch.arange(77, dtype=torch.int64)[None]})
+
+
+def build_random_checkpoint(path: str | os.PathLike, seed: int, make_config: Callable[[], Any], what: str,
+                            version: str, scale_factor: float, extra_keys: dict | None = None) -> dict:
+    """A seeded random-weight checkpoint of the model family ``make_config()`` returns (a
+    ``comfy.supported_models`` config): its UNet and text model(s) from that config, SD's VAE
+    calibrated to ``scale_factor``, all fp16, saved by ComfyUI's own ``save_checkpoint``."""
     import torch
     import comfy.ldm.models.autoencoder
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.sd
-    import comfy.supported_models
 
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(int(seed))
     fp16 = torch.float16
     with torch.inference_mode(False):
-        # the UNet: ComfyUI's SD15 model config with SD1.5's UNet config, fp16 weights
-        config = comfy.supported_models.SD15(dict(SD15_UNET_CONFIG))
+        # the UNet: ComfyUI's model config with the family's UNet config, fp16 weights
+        config = make_config()
         config.set_inference_dtype(fp16, None)
         model = config.get_model({}, device=torch.device("cpu"))
         unet_counts = fill_parameters(model.diffusion_model, gen)
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                                    offload_device=mm.unet_offload_device())
-        # the text model: SD15.clip_target() -> comfy.sd.CLIP (SD1ClipModel, ComfyUI's SD1 tokenizer)
+        # the text model(s): config.clip_target() -> comfy.sd.CLIP with ComfyUI's tokenizer(s)
         clip = comfy.sd.CLIP(config.clip_target(), model_options={"dtype": fp16,
                                                                   "initial_device": torch.device("cpu")})
         clip_counts = fill_parameters(clip.cond_stage_model, gen)
         # the VAE: ComfyUI's AutoencoderKL with SD's config, through comfy.sd.VAE (which detects the layout)
         ae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(SD_VAE_DDCONFIG), embed_dim=SD_VAE_EMBED_DIM)
         vae_counts = fill_parameters(ae, gen)
-        latent_gain = _calibrate_latent_scale(ae, gen)
+        latent_gain = calibrate_latent_scale(ae, gen, scale_factor)
         vae_sd = {k: v.to(fp16) for k, v in ae.state_dict().items()}
         del ae
         vae = comfy.sd.VAE(sd=vae_sd, dtype=fp16)
         del vae_sd
         t_init = time.perf_counter() - t0
-        metadata = {"dragondiffusion_tests": json.dumps({"what": "random-weight SD1.5 (nothing trained)",
-                                                         "seed": int(seed), "version": VERSION})}
-        comfy.sd.save_checkpoint(str(path), patcher, clip=clip, vae=vae, metadata=metadata,
-                                 extra_keys={POSITION_IDS_KEY: torch.arange(77, dtype=torch.int64)[None]})
+        metadata = {"dragondiffusion_tests": json.dumps({"what": what, "seed": int(seed), "version": version})}
+        comfy.sd.save_checkpoint(str(path), patcher, clip=clip, vae=vae, metadata=metadata, extra_keys=extra_keys or {})
     mm.unload_all_models()
     total = {k: unet_counts.get(k, 0) + clip_counts.get(k, 0) + vae_counts.get(k, 0) for k in unet_counts}
-    return {"path": str(path), "seed": int(seed), "version": VERSION, "bytes": os.path.getsize(path),
+    return {"path": str(path), "seed": int(seed), "version": version, "bytes": os.path.getsize(path),
             "parameters": {"unet": sum(unet_counts.values()), "clip": sum(clip_counts.values()),
                            "vae": sum(vae_counts.values())}, "init": total,
             "vae_latent_gain": round(latent_gain, 3), "init_s": round(t_init, 1),
@@ -203,7 +214,13 @@ def build(path: str | os.PathLike, seed: int = DEFAULT_SEED) -> dict:
 def ensure(seed: int = DEFAULT_SEED, out: str | os.PathLike | None = None) -> tuple[Path, dict | None]:
     """The checkpoint's path, building it if missing (ComfyUI must be imported). Returns
     (path, build report or None when it was cached)."""
-    path = Path(out) if out is not None else cached_path(seed)
+    return build_once(Path(out) if out is not None else cached_path(seed), lambda tmp: build(tmp, seed))
+
+
+def build_once(path: Path, make: Callable[[Path], dict]) -> tuple[Path, dict | None]:
+    """``path``, made by ``make(temporary path)`` (which returns its report) if it is missing; under a
+    lock file, written to a temporary name and renamed, so concurrent runs never see half a file.
+    Returns (path, the report or None when it was there)."""
     if path.is_file():
         return path, None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +229,7 @@ def ensure(seed: int = DEFAULT_SEED, out: str | os.PathLike | None = None) -> tu
             return path, None
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            report = build(tmp, seed)
+            report = make(tmp)
             os.chmod(tmp, 0o644)  # safetensors writes it 0600; the cache may be shared
             os.replace(tmp, path)
         finally:
@@ -237,7 +254,9 @@ def _lock(lock_path: Path):
 # -- checking (ComfyUI imported) ---------------------------------------------------------------------
 
 
-class _Warnings(logging.Handler):
+class WarningLog(logging.Handler):
+    """Keeps the messages of the warnings logged while it is attached to a logger."""
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.lines: list[str] = []
@@ -255,7 +274,7 @@ def verify(path: str | os.PathLike) -> dict:
     import comfy.model_management as mm
     import comfy.sd
 
-    handler = _Warnings()
+    handler = WarningLog()
     logging.getLogger().addHandler(handler)
     t0 = time.perf_counter()
     try:
@@ -302,7 +321,14 @@ def verify(path: str | os.PathLike) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return cli(argv, __doc__, ensure, verify)
+
+
+def cli(argv: list[str] | None, doc: str, ensure: Callable[..., tuple[Path, dict | None]],
+        verify: Callable[[Path], dict]) -> int:
+    """The command line shared by the checkpoint builders: ``ensure(seed, out)`` then, with
+    --verify, ``verify(path)``; prints BUILT / PATH / VERIFY lines (JSON) for the tests."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI checkout ($COMFYUI_PATH)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--out", help="write here instead of the cache (built only if missing)")
