@@ -86,20 +86,16 @@ def move_case():
     return ec.random_edit_case(1001, "move")
 
 
-def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
+def _core_move(case, dx: float, dy: float, preset: str) -> np.ndarray:
+    """The core's move of ``case`` on the diffusers backend (the graph's 8-bit input image, STEPS
+    steps, the shapes model's settings under ``preset``) as an (H, W, 3) picture in 0..1."""
     from dragon_core.diffusers_backend import load_shapes_backend
     from dragon_core.edits import Move
-    from dragon_core.sampler import edit_image
-    from dragon_core.settings import default_settings
     from dragon_core.images import array_to_tensor
     from dragon_core.memory import invert_with_memory
+    from dragon_core.sampler import edit_image
+    from dragon_core.settings import default_settings
     from dragon_demo.shapes_model import load_config
-
-    case = move_case
-    g, (dx, dy) = _move_graph(comfy_env, case, "move")
-    g["edit_out"] = _sampler("edit")
-    g.update(_save("edit_out", "move"))
-    got = _saved(comfy_env, comfy_env.run(g), "save")
 
     backend, enc = load_shapes_backend()
     with backend:
@@ -107,9 +103,19 @@ def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
         x = array_to_tensor(np.asarray(case.scene.render() * 255).round() / 255)
         mem = invert_with_memory(backend, x, cond, steps=STEPS, spacing="comfy_uniform")
         m = torch.from_numpy(case.scene.masks()[case.index].astype(np.float32))
-        settings = default_settings("move", load_config()["edit_defaults"])
+        settings = default_settings("move", load_config()["edit_defaults"], preset=preset)
         want = edit_image(backend, mem, Move(m, dx, dy), cond, uncond, settings).latent
-    want = ((want.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).numpy()
+    return ((want.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).numpy()
+
+
+def test_move_graph_matches_the_core_on_diffusers(comfy_env, move_case):
+    case = move_case
+    g, (dx, dy) = _move_graph(comfy_env, case, "move")
+    g["edit_out"] = _sampler("edit")
+    g.update(_save("edit_out", "move"))
+    got = _saved(comfy_env, comfy_env.run(g), "save")
+
+    want = _core_move(case, dx, dy, "model")
     diff = np.abs(got - want)
     assert diff.max() <= 3 / 255 and diff.mean() < 0.5 / 255, (diff.max(), diff.mean())
     # and the edit did something: the result is not the input
@@ -120,14 +126,6 @@ def test_preset_input_reaches_the_settings(comfy_env, move_case, caplog):
     """The sampler's preset: "paper" runs the paper's settings on the shapes model instead of its
     calibrated ones; the picture equals the core's edit with ``default_settings(..., preset="paper")``,
     differs from the default preset's (model), and the console line names the preset."""
-    from dragon_core.diffusers_backend import load_shapes_backend
-    from dragon_core.edits import Move
-    from dragon_core.images import array_to_tensor
-    from dragon_core.memory import invert_with_memory
-    from dragon_core.sampler import edit_image
-    from dragon_core.settings import default_settings
-    from dragon_demo.shapes_model import load_config
-
     case = move_case
     g, (dx, dy) = _move_graph(comfy_env, case, "preset")
     got = {}
@@ -139,15 +137,7 @@ def test_preset_input_reaches_the_settings(comfy_env, move_case, caplog):
     assert "move edit, 10 steps (4 guided passes), preset paper: cfg 4, energy_scale 40," in caplog.text
     assert "preset model: cfg 1, energy_scale 240," in caplog.text
 
-    backend, enc = load_shapes_backend()
-    with backend:
-        cond, uncond = enc.encode(case.scene.prompt()), enc.encode("")
-        x = array_to_tensor(np.asarray(case.scene.render() * 255).round() / 255)
-        mem = invert_with_memory(backend, x, cond, steps=STEPS, spacing="comfy_uniform")
-        m = torch.from_numpy(case.scene.masks()[case.index].astype(np.float32))
-        settings = default_settings("move", load_config()["edit_defaults"], preset="paper")
-        want = edit_image(backend, mem, Move(m, dx, dy), cond, uncond, settings).latent
-    want = ((want.clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).numpy()
+    want = _core_move(case, dx, dy, "paper")
     diff = np.abs(got["paper"] - want)
     assert diff.max() <= 3 / 255 and diff.mean() < 0.5 / 255, (diff.max(), diff.mean())
     assert np.abs(got["paper"] - got["model"]).mean() > 10 * diff.mean() + 1 / 255
