@@ -266,10 +266,17 @@ class WarningLog(logging.Handler):
 
 
 def verify(path: str | os.PathLike) -> dict:
+    """Load the SD1.5 file as CheckpointLoaderSimple does and report what ComfyUI detected
+    (:func:`verify_checkpoint`)."""
+    return verify_checkpoint(path, SD15_UNET_CONFIG)
+
+
+def verify_checkpoint(path: str | os.PathLike, unet_config: dict, size_conditioning: bool = False) -> dict:
     """Load the file as CheckpointLoaderSimple does (comfy.sd.load_checkpoint_guess_config) and
     report what ComfyUI detected: model and config class, model type, latent channels, the
-    detected UNet config's differences from SD1.5's, CLIP width, VAE latent shape, warnings
-    logged while loading, and whether the outputs are finite."""
+    detected UNet config's differences from ``unet_config``, the text model(s), the VAE, warnings
+    logged while loading, one tiny UNet call (with SDXL's size conditioning from the pooled text
+    output when ``size_conditioning``), and whether the outputs are finite."""
     import torch
     import comfy.model_management as mm
     import comfy.sd
@@ -284,7 +291,7 @@ def verify(path: str | os.PathLike) -> dict:
     load_s = time.perf_counter() - t0
     mc = model.model.model_config
     detected = {k: v for k, v in mc.unet_config.items() if k != "dtype"}
-    config_diff = {k: (detected.get(k), v) for k, v in SD15_UNET_CONFIG.items() if detected.get(k) != v}
+    config_diff = {k: (detected.get(k), v) for k, v in unet_config.items() if detected.get(k) != v}
     with torch.inference_mode():
         tokens = clip.tokenize("a photo of a red ball on a table")
         cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
@@ -294,7 +301,11 @@ def verify(path: str | os.PathLike) -> dict:
         mm.load_models_gpu([model])
         x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
         sigma = model.model.model_sampling.sigma(torch.tensor([500.0]))
-        den = model.model.apply_model(x, sigma, c_crossattn=cond.to(x.dtype))
+        extra = {}
+        if size_conditioning:
+            adm = model.model.encode_adm(pooled_output=pooled, width=64, height=64)
+            extra = {"y": adm.to(x.dtype)}
+        den = model.model.apply_model(x, sigma, c_crossattn=cond.to(x.dtype), **extra)
     report = {
         "path": str(path), "bytes": os.path.getsize(path), "load_s": round(load_s, 1),
         "model_class": type(model.model).__name__, "config_class": type(mc).__name__,
@@ -316,6 +327,10 @@ def verify(path: str | os.PathLike) -> dict:
                 "unet_eps": round(float(((x - den) / sigma).float().std()), 4)},
         "load_warnings": handler.lines,
     }
+    if size_conditioning:
+        report.update(pooled_shape=list(pooled.shape), adm_shape=list(extra["y"].shape))
+        report["finite"]["pooled"] = bool(torch.isfinite(pooled).all())
+        report["std"]["pooled"] = round(float(pooled.float().std()), 4)
     mm.unload_all_models()
     return report
 

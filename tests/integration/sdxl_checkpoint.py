@@ -33,10 +33,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from pathlib import Path
 
-from sd15_checkpoint import DEFAULT_SEED, WarningLog, build_once, build_random_checkpoint, cache_dir, cli
+from sd15_checkpoint import DEFAULT_SEED, build_once, build_random_checkpoint, cache_dir, cli, verify_checkpoint
 
 VERSION = "v1"  # bump when the build changes (config, init, layout): old cache entries are then ignored
 # SDXL base's UNet config as ComfyUI configures it for sd_xl_base_1.0 (comfy.model_detection's detection plus
@@ -75,65 +74,13 @@ def ensure(seed: int = DEFAULT_SEED, out: str | os.PathLike | None = None) -> tu
 
 
 def verify(path: str | os.PathLike) -> dict:
-    """Load the file as CheckpointLoaderSimple does (comfy.sd.load_checkpoint_guess_config) and
-    report what ComfyUI detected: model and config class, model type, the detected UNet config's
-    differences from SDXL base's, the text models (tokens from CLIP-L + CLIP-G, CLIP-G's pooled
-    output), the VAE, warnings logged while loading, one tiny UNet call with SDXL's size
-    conditioning, whether the outputs are finite, and the peak RSS while checking."""
-    import logging
-
-    import torch
-    import comfy.model_management as mm
-    import comfy.sd
-
+    """Load the SDXL file as CheckpointLoaderSimple does and report what ComfyUI detected
+    (:func:`sd15_checkpoint.verify_checkpoint`: the text models' tokens from CLIP-L + CLIP-G,
+    CLIP-G's pooled output, one tiny UNet call with SDXL's size conditioning), and the peak RSS
+    while checking."""
     _reset_peak_rss()
-    handler = WarningLog()
-    logging.getLogger().addHandler(handler)
-    t0 = time.perf_counter()
-    try:
-        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
-    finally:
-        logging.getLogger().removeHandler(handler)
-    load_s = time.perf_counter() - t0
-    mc = model.model.model_config
-    detected = {k: v for k, v in mc.unet_config.items() if k != "dtype"}
-    config_diff = {k: (detected.get(k), v) for k, v in SDXL_UNET_CONFIG.items() if detected.get(k) != v}
-    with torch.inference_mode():
-        cond, pooled = clip.encode_from_tokens(clip.tokenize("a photo of a red ball on a table"), return_pooled=True)
-        img = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
-        z = vae.encode(img)
-        back = vae.decode(z)
-        mm.load_models_gpu([model])
-        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-        sigma = model.model.model_sampling.sigma(torch.tensor([500.0]))
-        adm = model.model.encode_adm(pooled_output=pooled, width=64, height=64)
-        den = model.model.apply_model(x, sigma, c_crossattn=cond.to(x.dtype), y=adm.to(x.dtype))
-    report = {
-        "path": str(path), "bytes": os.path.getsize(path), "load_s": round(load_s, 1),
-        "model_class": type(model.model).__name__, "config_class": type(mc).__name__,
-        "model_type": model.model.model_type.name, "unet_dtype": str(model.model.get_dtype()),
-        "latent_channels": int(model.model.latent_format.latent_channels),
-        "latent_format": type(model.model.latent_format).__name__,
-        "scale_factor": float(model.model.latent_format.scale_factor),
-        "unet_config_diff": {k: list(v) for k, v in config_diff.items()},
-        "unet_parameters": sum(p.numel() for p in model.model.diffusion_model.parameters()),
-        "clip_class": type(clip.cond_stage_model).__name__, "tokenizer_class": type(clip.tokenizer).__name__,
-        "cond_shape": list(cond.shape), "pooled_shape": list(pooled.shape), "adm_shape": list(adm.shape),
-        "clip_dtype": str(clip.cond_stage_model.dtypes),
-        "vae_latent_channels": int(vae.latent_channels), "vae_downscale": int(vae.downscale_ratio),
-        "vae_latent_shape": list(z.shape), "vae_decoded_shape": list(back.shape),
-        "unet_output_shape": list(den.shape),
-        "finite": {"cond": bool(torch.isfinite(cond).all()), "pooled": bool(torch.isfinite(pooled).all()),
-                   "vae_latent": bool(torch.isfinite(z).all()), "vae_decoded": bool(torch.isfinite(back).all()),
-                   "unet": bool(torch.isfinite(den).all())},
-        "std": {"cond": round(float(cond.float().std()), 4), "pooled": round(float(pooled.float().std()), 4),
-                "vae_latent": round(float(z.float().std()), 4),
-                "unet_eps": round(float(((x - den) / sigma).float().std()), 4)},
-        "load_warnings": handler.lines,
-        "peak_rss_gib": round(_peak_rss_gib(), 2),
-    }
-    mm.unload_all_models()
-    return report
+    report = verify_checkpoint(path, SDXL_UNET_CONFIG, size_conditioning=True)
+    return {**report, "peak_rss_gib": round(_peak_rss_gib(), 2)}
 
 
 def _peak_rss_gib() -> float:
