@@ -36,6 +36,8 @@ const CLICK_SLOP = 4; // CSS px a press may move and still count as a click
 const MIN_HEIGHT = 220; // CSS px of the editor in the node
 const DEFAULT_SIZE = [380, 520]; // a new node's size, room for the picture
 const SELECT_TOOLS = ["box", "lasso", "brush", "erase"];
+const RETRY_FIRST_MS = 1000; // a picture that failed to load is asked for again after this, then 2x, 4x, ...
+const RETRY_MAX_MS = 30000;
 
 const OBJECT = { label: "Object", picture: "image", fallback: "mask", mask: "mask", selection: "selection" };
 /** Per node: what is selected on which picture (targets), where the object is placed, the tools. */
@@ -61,6 +63,14 @@ const NODES = {
 
 const editors = new Set();
 
+/** The file a /view URL names ("photo.png", "sub/photo.png"), for messages. */
+function fileOf(url) {
+  const q = new URL(url, window.location.href).searchParams;
+  const name = q.get("filename");
+  if (!name) return url;
+  return q.get("subfolder") ? `${q.get("subfolder")}/${name}` : name;
+}
+
 // -- the editor ------------------------------------------------------------------------------------------
 
 class Editor {
@@ -81,6 +91,9 @@ class Editor {
     this.sourceKey = "";
     this.renderKey = "";
     this.loadToken = 0;
+    this.failed = []; // files the last refresh could not load (retried: RETRY_FIRST_MS, doubling)
+    this.retries = 0;
+    this.retryTimer = 0;
 
     this.el = document.createElement("div");
     this.el.className = "dragondiffusion-editor";
@@ -144,6 +157,7 @@ class Editor {
 
   dispose() {
     editors.delete(this);
+    clearTimeout(this.retryTimer);
   }
 
   // -- widgets ----------------------------------------------------------------------------------------
@@ -247,12 +261,22 @@ class Editor {
     if (key === this.sourceKey && !force) return;
     this.sourceKey = key;
     const token = ++this.loadToken;
+    if (!force) this.retries = 0;
+    clearTimeout(this.retryTimer);
+    const failed = [];
     const load = (entries, fn) => Promise.all(Object.entries(entries).map(([k, src]) =>
-      (src?.url ? fn(src).catch(() => null) : Promise.resolve(null)).then((v) => [k, v])));
+      (src?.url ? fn(src).catch(() => { failed.push(src.url); return null; }) : Promise.resolve(null))
+        .then((v) => [k, v])));
     Promise.all([load(pictures, S.loadPicture), load(masks, S.loadMask)]).then(([p, m]) => {
       if (token !== this.loadToken) return; // a newer refresh is under way
       this.pics = Object.fromEntries(p.filter(([, v]) => v));
       this.masks = Object.fromEntries(m);
+      this.failed = failed.map(fileOf);
+      if (failed.length && editors.has(this)) {
+        // the file may be still uploading or copied in later: ask again, less often each time
+        const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(this.retries++, 8));
+        this.retryTimer = setTimeout(() => this.guard(() => token === this.loadToken && this.refresh(true)), wait);
+      }
       this.render(true);
     });
   }
@@ -430,6 +454,10 @@ class Editor {
 
   noPictureMessage(v) {
     const input = v.kind === "select" ? v.t.picture : v.kind === "move" ? this.spec.place.picture : this.spec.points.picture;
+    if (this.failed.length) {
+      return `Could not load ${this.failed.join(", ")} for ${input}: pick or upload the file in its Load Image `
+        + "(trying again).";
+    }
     if (v.kind === "move" && v.sel.wired) return "No mask to show yet: Run once (the node then shows the mask it got).";
     return `No picture yet: wire a Load Image into ${input} (it shows at once), or Run once (the node then shows the `
       + "image it got).";

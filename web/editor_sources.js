@@ -52,9 +52,16 @@ function consumersOf(node, slot) {
   return out;
 }
 
-/** An image loader (LoadImage and the like): a picture chosen in a widget, shown as node.imgs. */
+/**
+ * An image loader (LoadImage and the like): a picture chosen in its `image` widget, with an upload
+ * button or shown as node.imgs. Told by its widgets, not by node.imgs alone: the frontend updates
+ * node.imgs only when it draws the loader, so a picture chosen while the loader is off screen
+ * would go unseen.
+ */
 export function isLoader(node) {
-  return !!node.imgs?.[0]?.src && !!node.widgets?.some((w) => w.name === "image" || w.name === "upload");
+  const image = node.widgets?.find((w) => w.name === "image");
+  if (typeof image?.value !== "string") return false;
+  return !!node.imgs?.[0]?.src || !!node.widgets.some((w) => w.name === "upload" && w.type === "button");
 }
 
 export function viewURL(info) {
@@ -69,7 +76,7 @@ export function viewURL(info) {
 function loaderURL(node) {
   const value = node.widgets?.find((w) => w.name === "image")?.value;
   const m = typeof value === "string" && value.match(/^(.*?)(?: \[(input|output|temp)\])?$/);
-  if (!m || !m[1]) return node.imgs[0].src;
+  if (!m || !m[1]) return node.imgs?.[0]?.src ?? null;
   const path = m[1];
   const cut = path.lastIndexOf("/");
   return viewURL({ filename: path.slice(cut + 1), subfolder: cut >= 0 ? path.slice(0, cut) : "", type: m[2] ?? "input" });
@@ -155,12 +162,15 @@ const pictureCache = new Map(); // url -> Promise<HTMLImageElement>
 function loadImage(url) {
   if (!pictureCache.has(url)) {
     if (pictureCache.size > 64) pictureCache.delete(pictureCache.keys().next().value);
-    pictureCache.set(url, new Promise((resolve, reject) => {
+    const loading = new Promise((resolve, reject) => {
       const img = new Image();
       img.onload = () => resolve(img);
       img.onerror = () => reject(new Error(`could not load ${url}`));
       img.src = url;
-    }));
+    });
+    // a failure is not kept: the file may exist when the editor asks again
+    loading.catch(() => pictureCache.get(url) === loading && pictureCache.delete(url));
+    pictureCache.set(url, loading);
   }
   return pictureCache.get(url);
 }

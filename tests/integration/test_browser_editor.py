@@ -252,8 +252,17 @@ def status(pg, node_id: int) -> str:
 
 
 def wait_picture(pg, node_id: int, url_part: str = "") -> None:
-    pg.wait_for_function(f"() => {{ const e = {editor(node_id)}; return !!(e.picture || e.mask) && "
-                         f"e.sourceKey.includes({json.dumps(url_part)}) && e.rect() !== null; }}")
+    """Wait until the node's editor shows a picture (or mask) from a URL containing ``url_part``;
+    on a timeout the failure says what the editor had."""
+    try:
+        pg.wait_for_function(f"() => {{ const e = {editor(node_id)}, part = {json.dumps(url_part)}; "
+                             "return !!(e.picture || e.mask) && (e.picture ? e.picture.url.includes(part) : "
+                             "e.sourceKey.includes(part)) && e.rect() !== null; }")
+    except Exception as err:
+        state = pg.evaluate(f"""() => {{ const e = {editor(node_id)};
+            return {{sourceKey: e.sourceKey, pictures: Object.keys(e.pics), failed: e.failed, tool: e.tool,
+                     rect: e.rect(), canvas: [e.canvas.clientWidth, e.canvas.clientHeight]}}; }}""")
+        raise AssertionError(f"node {node_id}'s editor shows no picture from {url_part!r}: {state}") from err
 
 
 def button(pg, node_id: int, **data):
@@ -602,6 +611,45 @@ def test_load_image_wired_in_shows_before_anything_runs(page, server):  # noqa: 
     drag(page, screen(page, 3, cx + 20, cy - 5), screen(page, 3, cx + 200, cy - 5))
     assert [widget(page, 3, n) for n in ("dx", "dy")] == [48 - 1 - b["x0"], -5]
     shot(page, 3, "loadimage_move.png")
+
+
+def test_load_image_off_screen_and_a_file_that_arrives_late(page, server):  # noqa: F811
+    """The loader far off screen (the frontend does not draw it, so node.imgs never follows its
+    combo): a file named before it exists is shown once it arrives, with no action, and a picture
+    picked in the combo is shown at once. Until the file arrives the editor says which file it could
+    not load and where to fix it."""
+    late = "dragon_editor_late.png"
+    (server.dirs["input"] / late).unlink(missing_ok=True)
+    wf = {"last_node_id": 2, "last_link_id": 1, "groups": [], "config": {}, "extra": {}, "version": 0.4,
+          "links": [[1, 1, 0, 2, 0, "IMAGE"]],
+          "nodes": [
+              {"id": 1, "type": "LoadImage", "pos": [-4000, 40], "size": [300, 320], "flags": {}, "order": 0, "mode": 0,
+               "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1], "slot_index": 0},
+                                         {"name": "MASK", "type": "MASK", "links": [], "slot_index": 1}],
+               "properties": {}, "widgets_values": [late, "image"]},
+              {"id": 2, "type": "DragonDiff_DragEdit", "pos": [360, 40], "size": [380, 520], "flags": {}, "order": 1,
+               "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1},
+                                     {"name": "mask", "type": "MASK", "link": None}],
+               "outputs": [{"name": "edit", "type": "DRAGON_EDIT", "links": [], "slot_index": 0}],
+               "properties": {}, "widgets_values": [""]}]}
+    load_graph(page, wf)
+    show_node(page, 2, zoom=1.0)
+    page.wait_for_function(f"() => {editor(2)}.failed?.includes({json.dumps(late)})")
+    message = page.evaluate(f"() => {{ const e = {editor(2)}; return e.noPictureMessage(e.view()); }}")
+    assert message.startswith(f"Could not load {late} for image: pick or upload"), message
+    off_screen = f"() => !{APP}.canvas.visible_nodes.includes({APP}.graph.getNodeById(1))"
+    assert page.evaluate(off_screen)
+    # the file arrives: the editor asks again by itself (1 s, then 2 s, ...)
+    _write_loader_image(server.dirs["input"] / late)
+    wait_picture(page, 2, f"filename={late}")
+    assert page.evaluate(f"() => {editor(2)}.frame()") == {"w": 48, "h": 40}
+    assert page.evaluate(f"() => {editor(2)}.failed") == []
+    # another picture picked in the combo (value, then callback, as the combo menu does), loader still unseen
+    page.evaluate(f"""(name) => {{ const w = {APP}.graph.getNodeById(1).widgets.find(w => w.name === 'image');
+        w.value = name; w.callback?.(name); }}""", PHOTOS[3])
+    wait_picture(page, 2, f"filename={PHOTOS[3]}")
+    assert page.evaluate(f"() => {editor(2)}.frame()") == {"w": 256, "h": 256}
+    assert page.evaluate(off_screen)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
