@@ -291,7 +291,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
                            args.sd_guided, args.threads)
         return 0
     run_perf(args.json, tuple(args.kinds.split(",")), args.shapes_n, args.shapes_steps, args.paper_steps, sizes,
-             args.sd_steps, args.sd_guided, args.threads)
+             args.sd_steps, args.sd_guided, args.threads, args.tensor_peak)
     return 0
 
 
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--sd-sizes", default="64", help="SD1.5 random-UNet latent sizes, e.g. 64,96 ('' skips)")
     pf.add_argument("--sd-steps", type=int, default=2, help="SD1.5 schedule length (default 2: ~8 s per full pass)")
     pf.add_argument("--sd-guided", type=int, default=1, help="guided steps of the SD1.5 schedule (default 1)")
+    pf.add_argument("--tensor-peak", action="store_true",
+                    help="the SD1.5 edits also report exact peak tensor bytes (timings include the tracker's overhead)")
     pf.add_argument("--savings", action="store_true",
                     help="instead: each saving on its own vs the efficient default (SD1.5 random UNet, first size)")
     pf.set_defaults(func=cmd_perf)

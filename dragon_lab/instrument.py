@@ -25,12 +25,14 @@ the same maths: a CFG batch of 2 on every step, a gradient pass stopped after th
 feature level, and before it a no-grad pass for the reference features (on the
 memory's input for the step: the features the inversion recorded).
 
-Peak memory resets the process's peak-RSS mark (Linux ``/proc/self/clear_refs``): lab
+Peak memory: exact tensor bytes with ``tensor_peak`` (:mod:`dragon_lab.tensor_peak`); peak RSS
+resets the process's peak-RSS mark (Linux ``/proc/self/clear_refs``): lab
 use only, never inside a ComfyUI node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -45,6 +47,8 @@ from dragon_core.memory import FeatureMemory, MemoryRecorder
 from dragon_core.planning import plan_edit
 from dragon_core.sampler import Callback, EditResult, run_edit
 from dragon_core.settings import EditSettings
+
+from .tensor_peak import TensorPeak
 
 SCHEDULES = ("efficient", "reference")
 
@@ -134,9 +138,11 @@ def schedule_settings(settings: EditSettings, schedule: str) -> EditSettings:
 
 
 def measured_edit(backend: Backend, memory: FeatureMemory, edit: Edit, cond: Any, uncond: Any,
-                  settings: EditSettings, schedule: str = "efficient", callback: Callback | None = None
-                  ) -> EditResult:
-    """:func:`dragon_core.sampler.edit_image` with its cost in ``stats`` (module doc)."""
+                  settings: EditSettings, schedule: str = "efficient", callback: Callback | None = None,
+                  tensor_peak: bool = False) -> EditResult:
+    """:func:`dragon_core.sampler.edit_image` with its cost in ``stats`` (module doc). With
+    ``tensor_peak`` the edit runs under :class:`~dragon_lab.tensor_peak.TensorPeak` and ``stats``
+    gain ``peak_tensor_bytes`` (exact; the timings then include its overhead)."""
     settings = schedule_settings(settings, schedule)
     level = max(memory.policy.feature_levels)
     inst = InstrumentedBackend(backend, level, memory if schedule == "reference" else None)
@@ -154,8 +160,11 @@ def measured_edit(backend: Backend, memory: FeatureMemory, edit: Edit, cond: Any
 
     reset_peak(backend.device)
     t0, c0 = time.time(), time.process_time()
-    res = run_edit(inst, memory, plan, cond, uncond, settings, timed)
+    with TensorPeak() if tensor_peak else contextlib.nullcontext() as tracker:
+        res = run_edit(inst, memory, plan, cond, uncond, settings, timed)
     stats = dict(res.stats, schedule=schedule)
+    if tracker is not None:
+        stats["peak_tensor_bytes"] = tracker.peak
     for k in ("forward", "forward_partial", "forward_grad", "forward_grad_partial", "backward",
               "forward_memory", "forward_memory_partial"):
         stats[k] = inst.counts[k]

@@ -35,12 +35,12 @@ from dragon_core.settings import default_settings, with_overrides
 
 from .instrument import measured_edit, peak_rss_bytes, reset_peak
 
-COST_KEYS = ("forward_equiv", "peak_rss_bytes", "seconds", "cpu_seconds")
+COST_KEYS = ("forward_equiv", "peak_rss_bytes", "peak_tensor_bytes", "seconds", "cpu_seconds")
 
 
 def _ratios(res: Any, base: Any, keys: tuple[str, ...] = COST_KEYS) -> dict[str, float]:
     """``res.stats[k] / base.stats[k]`` for the keys ``base`` has (non-zero), rounded."""
-    return {k: round(res.stats[k] / base.stats[k], 3) for k in keys if base.stats.get(k)}
+    return {k: round(res.stats[k] / base.stats[k], 4) for k in keys if base.stats.get(k)}
 
 
 def _row(model: str, kind: str, res_ref: Any, res_eff: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -50,9 +50,10 @@ def _row(model: str, kind: str, res_ref: Any, res_eff: Any, extra: dict[str, Any
     return row
 
 
-def _pair(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: Any) -> tuple[Any, Any]:
-    ref = measured_edit(backend, mem, edit, cond, uncond, settings, "reference")
-    eff = measured_edit(backend, mem, edit, cond, uncond, settings)
+def _pair(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: Any, tensor_peak: bool = False
+          ) -> tuple[Any, Any]:
+    ref = measured_edit(backend, mem, edit, cond, uncond, settings, "reference", tensor_peak=tensor_peak)
+    eff = measured_edit(backend, mem, edit, cond, uncond, settings, tensor_peak=tensor_peak)
     for r in (ref, eff):
         r.stats["memory_bytes_reference_impl"] = reference_memory_bytes(mem)
     return ref, eff
@@ -157,8 +158,8 @@ def sd_settings(kind: str, steps: int, guided: int) -> Any:
     return default_settings(kind, None, guide_until=f, guide_every_until=f, attention_start=1, time_travel=1)
 
 
-def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: int, log: Any
-           ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: int, log: Any,
+           tensor_peak: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from dragon_core.diffusers_backend import DiffusersBackend
     from dragon_core.schedule import scaled_linear_alphas_cumprod
 
@@ -178,7 +179,7 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
                                   policy=default_policy(backend, recompute=True))
         for kind in kinds:
             settings = sd_settings(kind, steps, guided)
-            ref, eff = _pair(backend, mem, sd_edit(kind, lat), cond, uncond, settings)
+            ref, eff = _pair(backend, mem, sd_edit(kind, lat), cond, uncond, settings, tensor_peak)
             diff = float((ref.latent - eff.latent).abs().max())
             low = _low_memory(backend, lean, sd_edit(kind, lat), cond, uncond, settings, eff)
             row = _row(f"sd15-random {lat * 8}x{lat * 8} {steps} steps, {guided} guided", kind, ref, eff,
@@ -232,7 +233,9 @@ def format_saving(row: dict[str, Any]) -> str:
 
 
 def run_savings_report(out: str | Path, kinds: tuple[str, ...], lat: int, steps: int, guided: int,
-                       threads: int = 1) -> dict[str, Any]:
+                       threads: int = 1, tensor_peak: bool = False) -> dict[str, Any]:
+    """The table (module doc); ``tensor_peak``: the SD1.5 edits also report their exact peak
+    tensor bytes (:mod:`dragon_lab.tensor_peak`; their timings then include its overhead)."""
     torch.set_num_threads(threads)
     t0 = time.time()
     print("| edit | variant | forward-equivalents (x default) | CPU s (x default) | peak RSS MiB (x default) | "
@@ -302,13 +305,19 @@ HEADER = ("| model | edit | forward-equivalents ref / eff (ratio) | memory MiB r
 
 def run_perf(out: str | Path, kinds: tuple[str, ...] = ("move", "drag"), shapes_n: int = 2, shapes_steps: int = 20,
              paper_steps: int = 50, sd_sizes: tuple[int, ...] = (64,), sd_steps: int = 2, sd_guided: int = 1,
-             threads: int = 1) -> dict[str, Any]:
+             threads: int = 1, tensor_peak: bool = False) -> dict[str, Any]:
+    """The table (module doc); ``tensor_peak``: the SD1.5 edits also report their exact peak
+    tensor bytes (:mod:`dragon_lab.tensor_peak`; their timings then include its overhead)."""
     torch.set_num_threads(threads)
     t0 = time.time()
     print(HEADER, flush=True)
 
     def log(row: dict[str, Any]) -> None:
         print(format_row(row), flush=True)
+        if "peak_tensor_bytes" in row["efficient"]:
+            r, e = row["reference"]["peak_tensor_bytes"], row["efficient"]["peak_tensor_bytes"]
+            print(f"|  | {row['kind']}, peak tensor bytes ref / eff (exact) | {r / 2**20:.1f} / {e / 2**20:.1f} MiB "
+                  f"({row['ratio']['peak_tensor_bytes']:.4f}x) |", flush=True)
         low = row.get("low_memory")
         if low:
             st, q = low["stats"], low["ratio_to_default"]
@@ -323,7 +332,7 @@ def run_perf(out: str | Path, kinds: tuple[str, ...] = ("move", "drag"), shapes_
         rows += run_shapes(kinds, 1, paper_steps, True, log)
     extra: dict[str, Any] = {}
     if sd_sizes:
-        sd_rows, extra = run_sd(kinds, sd_sizes, sd_steps, sd_guided, log)
+        sd_rows, extra = run_sd(kinds, sd_sizes, sd_steps, sd_guided, log, tensor_peak)
         rows += sd_rows
     summary: dict[str, Any] = {}
     for row in rows:

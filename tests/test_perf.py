@@ -96,7 +96,8 @@ def test_forward_equivalents_weigh_partial_passes_and_backwards():
 
 def test_perf_command_parses():
     args = build_parser().parse_args(["perf", "--sd-sizes", "64,96", "--json", "x.json"])
-    assert args.sd_sizes == "64,96" and args.threads == 1
+    assert args.sd_sizes == "64,96" and args.threads == 1 and not args.tensor_peak
+    assert build_parser().parse_args(["perf", "--tensor-peak"]).tensor_peak
     args = build_parser().parse_args(["edit", "move", "--image", "a.png", "--out", "o", "--stats",
                                       "--schedule", "reference"])
     assert args.stats and args.schedule == "reference"
