@@ -39,8 +39,8 @@ COST_KEYS = ("forward_equiv", "peak_rss_bytes", "peak_tensor_bytes", "seconds", 
 
 
 def _ratios(res: Any, base: Any, keys: tuple[str, ...] = COST_KEYS) -> dict[str, float]:
-    """``res.stats[k] / base.stats[k]`` for the keys ``base`` has (non-zero), rounded."""
-    return {k: round(res.stats[k] / base.stats[k], 4) for k in keys if base.stats.get(k)}
+    """``res.stats[k] / base.stats[k]`` for the keys both have (``base``'s non-zero), rounded."""
+    return {k: round(res.stats[k] / base.stats[k], 4) for k in keys if base.stats.get(k) and k in res.stats}
 
 
 def _row(model: str, kind: str, res_ref: Any, res_eff: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -59,9 +59,10 @@ def _pair(backend: Any, mem: Any, edit: Any, cond: Any, uncond: Any, settings: A
     return ref, eff
 
 
-def _low_memory(backend: Any, lean: Any, edit: Any, cond: Any, uncond: Any, settings: Any, eff: Any) -> dict:
+def _low_memory(backend: Any, lean: Any, edit: Any, cond: Any, uncond: Any, settings: Any, eff: Any,
+                tensor_peak: bool = False) -> dict:
     """The efficient schedule on a recompute memory (latents only) against the default memory."""
-    res = measured_edit(backend, lean, edit, cond, uncond, settings)
+    res = measured_edit(backend, lean, edit, cond, uncond, settings, tensor_peak=tensor_peak)
     return {"stats": res.stats, "max_latent_diff_to_default": float((res.latent - eff.latent).abs().max()),
             "ratio_to_default": _ratios(res, eff, ("memory_bytes",) + COST_KEYS)}
 
@@ -181,7 +182,7 @@ def run_sd(kinds: tuple[str, ...], sizes: tuple[int, ...], steps: int, guided: i
             settings = sd_settings(kind, steps, guided)
             ref, eff = _pair(backend, mem, sd_edit(kind, lat), cond, uncond, settings, tensor_peak)
             diff = float((ref.latent - eff.latent).abs().max())
-            low = _low_memory(backend, lean, sd_edit(kind, lat), cond, uncond, settings, eff)
+            low = _low_memory(backend, lean, sd_edit(kind, lat), cond, uncond, settings, eff, tensor_peak)
             row = _row(f"sd15-random {lat * 8}x{lat * 8} {steps} steps, {guided} guided", kind, ref, eff,
                        {"max_latent_diff": diff, "inversion_peak_rss_bytes": inv_peak,
                         "build_seconds": round(build_s, 1), "low_memory": low})

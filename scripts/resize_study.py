@@ -50,6 +50,9 @@ VARIANTS = {
     "vacated_noise": {"vacated_noise": True},
     "vacated_noise_copy_start": {"vacated_noise": True, "copy_start": True},
     "vacated_noise_energy_x2": {"vacated_noise": True, "energy_scale": 480.0},
+    "time_travel_2": {"time_travel": 2},
+    "time_travel_3": {"time_travel": 3},
+    "time_travel_3_all_steps": {"time_travel": 3, "time_travel_window": (0.0, 1.0)},
 }
 STEPS = 20
 

@@ -7,6 +7,7 @@ from dragon_core.edits import Drag, Move
 from dragon_core.memory import invert_with_memory
 from dragon_core.settings import default_settings
 from dragon_lab.instrument import measured_edit
+from dragon_lab.perf import _low_memory, _pair
 from dragon_lab.tensor_peak import TensorPeak
 from shapes_prompts import prompt_pair
 
@@ -68,3 +69,19 @@ def test_efficient_peak_is_at_most_the_reference_schedules(random_backend, memor
     assert "peak_tensor_bytes" not in plain.stats
     assert torch.equal(plain.latent, eff.latent)
     assert (ref.latent - eff.latent).abs().max() < 1e-4
+
+
+def test_perf_rows_carry_the_tensor_peak_and_its_ratio(random_backend, memory):
+    """What ``perf --tensor-peak`` runs per edit: both schedules and the recompute memory report it."""
+    from dragon_core.memory import default_policy
+
+    cond, uncond = prompt_pair()
+    m = torch.zeros(32, 32)
+    m[8:16, 8:16] = 1
+    settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=1)
+    ref, eff = _pair(random_backend, memory, Move(m, 6, 4), cond, uncond, settings, tensor_peak=True)
+    lean = invert_with_memory(random_backend, torch.zeros(1, 3, 32, 32), prompt_pair()[0], steps=5,
+                              spacing="comfy_uniform", policy=default_policy(random_backend, recompute=True))
+    low = _low_memory(random_backend, lean, Move(m, 6, 4), cond, uncond, settings, eff, tensor_peak=True)
+    assert ref.stats["peak_tensor_bytes"] > 0 and eff.stats["peak_tensor_bytes"] > 0
+    assert low["ratio_to_default"]["peak_tensor_bytes"] > 0
