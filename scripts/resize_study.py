@@ -8,13 +8,16 @@ here), shapes demo model, 20 steps, the input's prompt. For each case the object
 result over the source area x scale^2 (``area_ratio``; 1 is right) and IoU with the target, for
 the model's calibrated move settings and variants that switch one ingredient off or on:
 cross-branch attention, the guidance, the start-latent copy, the background lock, the regional
-SDE noise, the contrast / inpaint terms. With ``--trace`` the default's predicted x0 at every
+SDE noise, the contrast / inpaint terms; ``oracle_target_features`` gives the energy the target
+scene's own features where the object goes (ground truth, to test whether the warped target is
+the cause; never a setting). With ``--trace`` the default's predicted x0 at every
 step is segmented too: the object's area per step shows whether it ever had the target size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -25,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dragon_core import planning  # noqa: E402
 from dragon_core.ddim import ddim_x0  # noqa: E402
 from dragon_core.diffusers_backend import load_shapes_backend  # noqa: E402
 from dragon_core.edits import Move  # noqa: E402
@@ -53,7 +57,28 @@ VARIANTS = {
     "time_travel_2": {"time_travel": 2},
     "time_travel_3": {"time_travel": 3},
     "time_travel_3_all_steps": {"time_travel": 3, "time_travel_window": (0.0, 1.0)},
+    "oracle_target_features": {},  # the energy's target: the target scene's own features (below)
 }
+ORACLE = "oracle_target_features"
+
+
+@contextlib.contextmanager
+def oracle_target(target_memory):
+    """While active, a move plan's moved reference features (the energy's target where the object
+    goes) are the target scene's own inverted features instead of the original's warped to the new
+    place and size: does the edit reach the target size when the target is exact?"""
+    original = planning.Context.features
+
+    def features(self, memory, transform=None):
+        if transform is None:
+            return original(self, memory, None)
+        return original(self, target_memory, None)
+
+    planning.Context.features = features
+    try:
+        yield
+    finally:
+        planning.Context.features = original
 STEPS = 20
 
 
@@ -106,7 +131,13 @@ def main() -> None:
                     x0 = ddim_x0(z, eps, pairs[s + 1][0])
                     trace.append(object_area(to_image(x0), obj.colour, (obj.cx, obj.cy)))
 
-            res = edit_image(backend, mem, edit, s_cond, uncond, with_overrides(base, **VARIANTS[name]), callback)
+            oracle = contextlib.nullcontext()
+            if name == ORACLE:
+                target_mem = invert_with_memory(backend, array_to_tensor(case.target.render()), cond, steps=STEPS,
+                                                spacing="comfy_uniform", policy=default_policy(backend))
+                oracle = oracle_target(target_mem)
+            with oracle:
+                res = edit_image(backend, mem, edit, s_cond, uncond, with_overrides(base, **VARIANTS[name]), callback)
             sc = score(args.kind, case, to_image(res.latent))
             row["variants"][name] = {"area_ratio": round(sc.get("area_ratio", 1.0), 3), "iou": round(sc["iou"], 3),
                                      "centroid_err": round(sc["centroid_err"], 2), "psnr": round(sc["psnr"], 2),
