@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from . import shapes_eval as ev
-from dragon_core.edits import Appearance, Drag, Move, Paste, Points
+from dragon_core.edits import Appearance, Drag, Edit, Move, Paste, Points
 from dragon_core.images import array_to_tensor, grid, save_png
-from dragon_core.memory import STORAGE, default_policy, invert_with_memory
+from dragon_core.memory import STORAGE, FeatureMemory, default_policy, invert_with_memory
 from dragon_core.sampler import edit_image
 from dragon_core.settings import EditSettings, default_settings, with_overrides
 from dragon_demo import shapes_world as sw
@@ -243,6 +243,34 @@ def mask_tensor(m: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(m.astype(np.float32))
 
 
+def case_edit(kind: str, case: ec.EditCase, encoder, backend, policy, steps: int, spacing: str
+              ) -> tuple[Edit, FeatureMemory | None]:
+    """The edit the bench makes of ``case`` and, for appearance and paste, the memory of the second
+    image it inverts for it (under that image's own prompt); None otherwise."""
+    if kind in ("move", "resize"):
+        return Move(mask_tensor(case.scene.masks()[case.index]), case.dx, case.dy, case.scale), None
+    if kind == "points":  # landmark-style resize: 4 points around the centre move outward/inward
+        obj = case.scene.objects[case.index]
+        off = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]]) * 0.6 * obj.size
+        centre = torch.tensor([[obj.cx, obj.cy]], dtype=torch.float32)
+        return Points(centre + off, (centre + off * case.scale).clamp(0, case.scene.size - 0.01),
+                      (case.scene.size, case.scene.size)), None
+    if kind == "drag":
+        m = case.scene.masks()[case.index]
+        ys, xs = np.nonzero(m)
+        h = torch.tensor([[xs.mean() + 0.5, ys.mean() + 0.5]], dtype=torch.float32)
+        t = h + torch.tensor([[case.dx, case.dy]], dtype=torch.float32)
+        region = grow(m | case.target.masks()[case.index], 2)
+        return Drag(h, t, (case.scene.size, case.scene.size), mask_tensor(region)), None
+    ref = case.reference
+    rmem = invert_with_memory(backend, array_to_tensor(ref.render()), encoder.encode(ref.prompt()), steps=steps,
+                              spacing=spacing, policy=policy)
+    rmask = mask_tensor(ref.masks()[case.ref_index])
+    if kind == "appearance":
+        return Appearance(mask_tensor(case.scene.masks()[case.index]), rmem, rmask), rmem
+    return Paste(rmem, rmask, case.dx, case.dy, case.scale), rmem
+
+
 def run_case(backend, encoder, kind: str, case: ec.EditCase, settings: EditSettings, spacing: str,
              steps: int = 50, sample_prompt: str = "input", memory: str = "int8") -> dict[str, Any]:
     """DragonDiffusion and the two baselines on one case; images and scores.
@@ -267,31 +295,7 @@ def run_case(backend, encoder, kind: str, case: ec.EditCase, settings: EditSetti
     policy = default_policy(backend, **STORAGE[memory])
     mem = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=steps, spacing=spacing,
                              policy=policy)
-    if kind in ("move", "resize"):
-        edit = Move(mask_tensor(case.scene.masks()[case.index]), case.dx, case.dy, case.scale)
-    elif kind == "points":  # landmark-style resize: 4 points around the centre move outward/inward
-        obj = case.scene.objects[case.index]
-        off = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]]) * 0.6 * obj.size
-        centre = torch.tensor([[obj.cx, obj.cy]], dtype=torch.float32)
-        edit = Points(centre + off, (centre + off * case.scale).clamp(0, case.scene.size - 0.01),
-                      (case.scene.size, case.scene.size))
-    elif kind == "drag":
-        m = case.scene.masks()[case.index]
-        ys, xs = np.nonzero(m)
-        h = torch.tensor([[xs.mean() + 0.5, ys.mean() + 0.5]], dtype=torch.float32)
-        t = h + torch.tensor([[case.dx, case.dy]], dtype=torch.float32)
-        region = grow(m | case.target.masks()[case.index], 2)
-        edit = Drag(h, t, (case.scene.size, case.scene.size), mask_tensor(region))
-    else:
-        ref = case.reference
-        rcond = encoder.encode(ref.prompt())
-        rmem = invert_with_memory(backend, array_to_tensor(ref.render()), rcond, steps=steps, spacing=spacing,
-                                  policy=policy)
-        rmask = mask_tensor(ref.masks()[case.ref_index])
-        if kind == "appearance":
-            edit = Appearance(mask_tensor(case.scene.masks()[case.index]), rmem, rmask)
-        else:
-            edit = Paste(rmem, rmask, case.dx, case.dy, case.scale)
+    edit, _ = case_edit(kind, case, encoder, backend, policy, steps, spacing)
     result = measured_edit(backend, mem, edit, s_cond, uncond, settings)
     plain = edit_image(backend, mem, edit, s_cond, uncond,
                        with_overrides(settings, energy_scale=0.0, attention=False, copy_start=True,

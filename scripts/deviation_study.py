@@ -68,14 +68,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dragon_core.diffusers_backend import load_shapes_backend  # noqa: E402
-from dragon_core.edits import Appearance, Drag, Move, Paste  # noqa: E402
+from dragon_core.edits import Appearance, Move, Paste  # noqa: E402
 from dragon_core.images import array_to_tensor  # noqa: E402
 from dragon_core.memory import default_policy, invert_with_memory  # noqa: E402
 from dragon_core.planning import plan_edit  # noqa: E402
 from dragon_core.sampler import run_edit  # noqa: E402
 from dragon_core.settings import default_settings, with_overrides  # noqa: E402
 from dragon_demo.shapes_model import ASSET_DIR, load_config  # noqa: E402
-from dragon_lab.bench import grow, make_case, mask_tensor, score, to_image  # noqa: E402
+from dragon_lab.bench import case_edit, make_case, score, to_image  # noqa: E402
 from dragon_lab.bench_stats import HIGHER_IS_BETTER, summarise  # noqa: E402
 
 
@@ -106,27 +106,6 @@ def variants(kind: str) -> dict[str, tuple[str, ...]]:
     there is a second image), all of them, and the reseeded default."""
     parts = {"ref_step": ("ref_step",)} if kind in ("appearance", "paste") else {}
     return {"default": (), **{f: (f,) for f in FLAGS[kind]}, **parts, "all": FLAGS[kind], "reseed": ("reseed",)}
-
-
-def bench_edit(kind: str, case, encoder, backend, policy) -> tuple[Any, Any]:
-    """The edit ``dragon_lab.bench.run_case`` makes of a bench case (and the second memory it
-    inverts for appearance and paste, None otherwise)."""
-    if kind in ("move", "resize"):
-        return Move(mask_tensor(case.scene.masks()[case.index]), case.dx, case.dy, case.scale), None
-    if kind == "drag":
-        m = case.scene.masks()[case.index]
-        ys, xs = np.nonzero(m)
-        h = torch.tensor([[xs.mean() + 0.5, ys.mean() + 0.5]], dtype=torch.float32)
-        t = h + torch.tensor([[case.dx, case.dy]], dtype=torch.float32)
-        region = grow(m | case.target.masks()[case.index], 2)
-        return Drag(h, t, (case.scene.size, case.scene.size), mask_tensor(region)), None
-    ref = case.reference
-    rmem = invert_with_memory(backend, array_to_tensor(ref.render()), encoder.encode(ref.prompt()), steps=STEPS,
-                              spacing="comfy_uniform", policy=policy)
-    rmask = mask_tensor(ref.masks()[case.ref_index])
-    if kind == "appearance":
-        return Appearance(mask_tensor(case.scene.masks()[case.index]), rmem, rmask), rmem
-    return Paste(rmem, rmask, case.dx, case.dy, case.scale), rmem
 
 
 def with_flags(edit, memory, second, flags: tuple[str, ...], backend, cond,
@@ -181,7 +160,7 @@ def study(kinds: tuple[str, ...], n: int) -> dict[str, Any]:
             with torch.no_grad():
                 memory = invert_with_memory(backend, array_to_tensor(case.scene.render()), cond, steps=STEPS,
                                             spacing="comfy_uniform", policy=policy)
-                edit, second = bench_edit(kind, case, encoder, backend, policy)
+                edit, second = case_edit(kind, case, encoder, backend, policy, STEPS, "comfy_uniform")
             for name, flags in variants(kind).items():
                 t0 = time.time()
                 img = to_image(run_variant(backend, edit, memory, second, flags, conds, settings))
