@@ -182,3 +182,36 @@ def test_memory_extrapolation_counts_int8_fp16_recompute_and_the_reference(memor
     assert m["reference_impl"] == pytest.approx(4 * kv_numel * 50 + traj / 2)  # K and V, fp16; fp16 latents
     assert m["recompute"] == pytest.approx(traj + 2 * (kv_numel + feat_numel))
     assert m["used_steps"] < m["default_all_steps"]
+
+
+@pytest.mark.parametrize("kind", ["move", "drag"])
+def test_efficient_peak_tensor_bytes_are_at_most_the_reference_schedules(random_backend, memory, kind):
+    """Exact tensor bytes (dragon_lab.tensor_peak) on the shapes topology (random weights, the SD1.5
+    layout of blocks): the efficient default holds no more at its peak than the reference schedule,
+    and the edit is the same; the tracker changes nothing in it."""
+    cond, uncond = prompt_pair()
+    edit = _edits()[kind]
+    settings = default_settings(kind, cfg=2.0, feature_scale=1.0, attention_start=1)
+    ref = measured_edit(random_backend, memory, edit, cond, uncond, settings, "reference", tensor_peak=True)
+    eff = measured_edit(random_backend, memory, edit, cond, uncond, settings, tensor_peak=True)
+    plain = measured_edit(random_backend, memory, edit, cond, uncond, settings)
+    assert 0 < eff.stats["peak_tensor_bytes"] <= ref.stats["peak_tensor_bytes"]
+    assert "peak_tensor_bytes" not in plain.stats
+    assert torch.equal(plain.latent, eff.latent)
+    assert (ref.latent - eff.latent).abs().max() < 1e-4
+
+
+def test_perf_rows_carry_the_tensor_peak_and_its_ratio(random_backend, memory):
+    """What ``perf --tensor-peak`` runs per edit: both schedules and the recompute memory report it."""
+    from dragon_core.memory import default_policy
+    from dragon_lab.perf import _low_memory, _pair
+
+    cond, uncond = prompt_pair()
+    edit = _edits()["move"]
+    settings = default_settings("move", cfg=2.0, feature_scale=1.0, attention_start=1)
+    ref, eff = _pair(random_backend, memory, edit, cond, uncond, settings, tensor_peak=True)
+    lean = invert_with_memory(random_backend, torch.zeros(1, 3, 32, 32), prompt_pair()[0], steps=STEPS,
+                              spacing="comfy_uniform", policy=default_policy(random_backend, recompute=True))
+    low = _low_memory(random_backend, lean, edit, cond, uncond, settings, eff, tensor_peak=True)
+    assert ref.stats["peak_tensor_bytes"] > 0 and eff.stats["peak_tensor_bytes"] > 0
+    assert low["ratio_to_default"]["peak_tensor_bytes"] > 0
