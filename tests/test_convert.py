@@ -5,26 +5,17 @@ out-of-memory errors ComfyUI treats as such.
 convert.py is loaded from its file under a private name: ``nodes`` is ComfyUI's own
 top-level module when the integration suite runs in the same process."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from dragon_core.regions import RegionError
-
-ROOT = Path(__file__).resolve().parents[1]
+from pack_modules import node_module
 
 
 @pytest.fixture(scope="module")
 def convert():
-    spec = importlib.util.spec_from_file_location("dragon_pack_convert", ROOT / "nodes" / "convert.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dragon_pack_convert"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dragon_pack_convert", None)
+    with node_module("convert.py", "dragon_pack_convert") as module:
+        yield module
 
 
 @pytest.mark.parametrize("value, needle", [

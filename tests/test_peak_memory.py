@@ -2,24 +2,16 @@
 reset; nothing on the CPU. Loaded from its file under a private name (``nodes`` is ComfyUI's
 own top-level module when the integration suite runs in the same process)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from pack_modules import node_module
 
 
 @pytest.fixture(scope="module")
 def peak_memory():
-    spec = importlib.util.spec_from_file_location("dragon_pack_peak_memory", ROOT / "nodes" / "peak_memory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dragon_pack_peak_memory"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dragon_pack_peak_memory", None)
+    with node_module("peak_memory.py", "dragon_pack_peak_memory") as module:
+        yield module
 
 
 def test_cpu_reports_nothing(peak_memory):

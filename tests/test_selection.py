@@ -4,24 +4,16 @@ rasterised by pixel centres; errors name the input and say what to write; the
 string is parsed, never evaluated. The browser's reading of the same strings is
 held to these pixels by tests/test_web_selection.py."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from pack_modules import node_module
 
 
 @pytest.fixture(scope="module")
 def convert():
-    spec = importlib.util.spec_from_file_location("dragon_pack_convert_selection", ROOT / "nodes" / "convert.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dragon_pack_convert_selection"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dragon_pack_convert_selection", None)
+    with node_module("convert.py", "dragon_pack_convert_selection") as module:
+        yield module
 
 
 def mask(convert, text, h, w):

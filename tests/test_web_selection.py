@@ -8,15 +8,15 @@ messages, the same pixels. Skipped when ``node`` is not installed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from pack_modules import node_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "tests" / "web" / "selection_cli.mjs"
@@ -95,12 +95,8 @@ CASES = CORPUS + _random_corpus()
 
 @pytest.fixture(scope="module")
 def convert():
-    spec = importlib.util.spec_from_file_location("dragon_pack_convert_sel", ROOT / "nodes" / "convert.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dragon_pack_convert_sel"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("dragon_pack_convert_sel", None)
+    with node_module("convert.py", "dragon_pack_convert_sel") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
